@@ -1,0 +1,45 @@
+/* config.h: configuration read from the environment and validated at start.
+ * A bad value stops the start with a message naming the variable. */
+#ifndef JJ_CONFIG_H
+#define JJ_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct jj_config {
+    char host[256];
+    int port;
+    int workers;
+    char redis_host[256];
+    int redis_port;
+    char redis_user[128];
+    char redis_password[256];
+    int redis_db;
+    char redis_prefix[128];
+    double redis_timeout_ms;   /* REDIS_TIMEOUT_MS, default 1000 */
+    double db_timeout_ms;      /* DB_TIMEOUT_MS, default 5000 */
+    char db_path[1024];
+    char lua_dir[1024];
+    char policy_dir[1024];
+    char migrations_dir[1024];
+    int log_level;
+    char admin_token[256];
+    int has_admin_token;
+    size_t max_body;            /* MAX_BODY_BYTES, default 1 MiB */
+    double header_timeout_s;    /* HEADER_TIMEOUT (slowloris), default 10 */
+    double keepalive_timeout_s; /* KEEPALIVE_TIMEOUT, default 5 */
+    int max_connections;        /* MAX_CONNECTIONS per worker, default 10000 */
+    double grace_s;             /* SHUTDOWN_GRACE, default 10 */
+    long instruction_limit;     /* LUA_INSTRUCTION_LIMIT per request, default 50M */
+    size_t lua_memory_limit;    /* LUA_MEMORY_MB per VM, default 256 MiB */
+    int db_threads;             /* DB_THREADS, default 2 */
+    int watch;                  /* WATCH (reload on file change), default 1 */
+    char pid_file[1024];        /* PID_FILE, default var/jollyjet.pid */
+} jj_config;
+
+/* Fills cfg from getenv. Returns 0, or -1 with "VAR: problem" in err. */
+int jj_config_load(jj_config *cfg, char *err, size_t errlen);
+/* Same, from an arbitrary lookup (unit tests). */
+int jj_config_load_from(jj_config *cfg, const char *(*get)(const char *name, void *ud),
+                        void *ud, char *err, size_t errlen);
+
+#endif

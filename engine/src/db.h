@@ -1,0 +1,62 @@
+/* db.h: the database of record (SQLite in WAL mode) behind a small thread
+ * pool. The event loop never waits for SQLite: a statement runs on a pool
+ * thread and its result comes back to the loop through ev_async, where the
+ * callback runs.
+ */
+#ifndef JJ_DB_H
+#define JJ_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ev_loop;
+typedef struct jj_db jj_db;
+
+enum jj_db_type { JJ_DB_NULL = 0, JJ_DB_INT, JJ_DB_FLOAT, JJ_DB_TEXT, JJ_DB_BLOB };
+
+typedef struct jj_db_value {
+    int type;          /* enum jj_db_type */
+    int64_t i;
+    double d;
+    const char *s;     /* TEXT/BLOB bytes */
+    size_t len;
+} jj_db_value;
+
+/* A finished statement. Owned by the callback's receiver: free it with
+ * jj_db_result_free. Values are row-major: value(r, c) = values[r*ncols+c]. */
+typedef struct jj_db_result {
+    const char *err;          /* NULL on success */
+    int ncols;
+    size_t nrows;
+    char **names;             /* ncols column names */
+    jj_db_value *values;      /* nrows * ncols */
+    int64_t changes;          /* for exec */
+    int64_t last_insert_id;   /* for exec */
+    double elapsed_ms;
+} jj_db_result;
+
+typedef void jj_db_cb(jj_db_result *res, void *privdata);
+
+/* Opens the pool (nthreads connections, WAL, busy timeout) on the loop.
+ * Returns NULL and writes a message into err on failure. */
+jj_db *jj_db_open(struct ev_loop *loop, const char *path, int nthreads, char *err, size_t errlen);
+/* Waits for running statements, fails queued ones with "database closed"
+ * (their callbacks run before this returns), joins the threads. */
+void jj_db_close(jj_db *db);
+
+/* Queues a statement. SQL and parameters are copied. Returns 0 (cb will run
+ * exactly once on the loop thread) or -1 (queue full or closed; cb not
+ * called). is_query: collect rows; else report changes/last insert id. */
+int jj_db_submit(jj_db *db, int is_query, const char *sql, size_t sqllen,
+                 const jj_db_value *params, int nparams, jj_db_cb *cb, void *privdata);
+void jj_db_result_free(jj_db_result *res);
+
+/* Synchronous, for start-up only (before any worker serves): applies the
+ * migrations in dir (files NNN_name.sql, in order, each once, recorded in
+ * PRAGMA user_version) and returns 0, or -1 with a message in err. */
+int jj_db_migrate(const char *path, const char *dir, char *err, size_t errlen);
+
+/* 1 if the last statement run or a quick probe succeeded. */
+int jj_db_healthy(jj_db *db);
+
+#endif

@@ -1,0 +1,22 @@
+/* engine.h: the per-process serving context (one per worker, or one per
+ * embedding host). It owns the loop's Redis client, the database pool and
+ * the current Lua generation. Lua bindings reach it through jj_engine_of(L).
+ */
+#ifndef JJ_ENGINE_H
+#define JJ_ENGINE_H
+
+#include "config.h"
+
+struct ev_loop;
+typedef struct jj_engine jj_engine;
+typedef struct jj_redis jj_redis;
+typedef struct jj_db jj_db;
+
+struct ev_loop *jj_engine_loop(jj_engine *e);
+jj_redis *jj_engine_redis(jj_engine *e);   /* never NULL once created */
+jj_db *jj_engine_db(jj_engine *e);         /* NULL if the database failed to open */
+const jj_config *jj_engine_config(jj_engine *e);
+/* Default timeout of a yielding call, in milliseconds. */
+double jj_engine_io_timeout_ms(jj_engine *e);
+
+#endif

@@ -1,0 +1,84 @@
+/* redis.h: the engine's Redis client. The only file that includes hiredis is
+ * redis.c; everything else sees these opaque types, so the transport can
+ * change without touching callers.
+ *
+ * One pipelined command connection per worker on the worker's libev loop.
+ * The client connects (AUTH, SELECT, SCRIPT LOAD of registered scripts) and
+ * reconnects by itself with capped, jittered backoff. While it is not ready,
+ * jj_redis_command fails at once: there is no unbounded queue.
+ */
+#ifndef JJ_REDIS_H
+#define JJ_REDIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ev_loop;
+typedef struct jj_redis jj_redis;
+/* A view of one reply, valid only during the callback it is passed to. */
+typedef struct jj_redis_reply jj_redis_reply;
+
+enum jj_reply_type {
+    JJ_REPLY_STRING = 1,
+    JJ_REPLY_ARRAY,
+    JJ_REPLY_INTEGER,
+    JJ_REPLY_NIL,
+    JJ_REPLY_STATUS,
+    JJ_REPLY_ERROR
+};
+
+typedef struct jj_redis_config {
+    const char *host;          /* copied */
+    int port;
+    const char *user;          /* NULL: AUTH password only (copied) */
+    const char *password;      /* NULL: no AUTH (copied) */
+    int db;                    /* SELECT when > 0 */
+    const char *prefix;        /* key prefix, e.g. "jj:" (copied) */
+    double connect_timeout_ms; /* default 1000 */
+    int max_pending;           /* commands in flight before "redis overloaded"; default 10000 */
+} jj_redis_config;
+
+typedef struct jj_redis_status {
+    int up;                  /* connected and ready for commands */
+    double latency_ms;       /* last PING round trip, -1 if unknown */
+    uint64_t reconnects;     /* successful connections after the first */
+    uint64_t script_reloads; /* NOSCRIPT recoveries */
+    const char *last_error;  /* "" if none; owned by the client */
+} jj_redis_status;
+
+/* Called exactly once per accepted command: reply != NULL on a reply (which
+ * may be an error reply), reply == NULL with err set when the connection was
+ * lost or the client freed before a reply arrived. */
+typedef void jj_redis_cb(const jj_redis_reply *reply, const char *err, void *privdata);
+
+jj_redis *jj_redis_new(struct ev_loop *loop, const jj_redis_config *cfg);
+/* Fails every pending callback with "redis closed", then frees. */
+void jj_redis_free(jj_redis *r);
+
+/* Returns 0 when queued (cb will run exactly once), -1 when Redis is not
+ * ready or too many commands are pending (cb is never called); *err then
+ * says "redis unavailable" or "redis overloaded". argv/argvlen are copied. */
+int jj_redis_command(jj_redis *r, int argc, const char **argv, const size_t *argvlen,
+                     jj_redis_cb *cb, void *privdata, const char **err);
+
+/* Registers a script (idempotent); it is SCRIPT LOADed on every connect.
+ * Writes its 40-hex SHA1 plus NUL into sha. Returns 0, or -1 on bad input. */
+int jj_redis_script(jj_redis *r, const char *src, size_t len, char sha[41]);
+
+/* EVALSHA sha numkeys argv...; on NOSCRIPT the script is loaded again and
+ * the call retried once, transparently. Same contract as jj_redis_command. */
+int jj_redis_evalsha(jj_redis *r, const char sha[41], int numkeys, int argc,
+                     const char **argv, const size_t *argvlen,
+                     jj_redis_cb *cb, void *privdata, const char **err);
+
+const char *jj_redis_prefix(const jj_redis *r);
+void jj_redis_get_status(const jj_redis *r, jj_redis_status *st);
+
+/* Reply accessors. */
+int jj_reply_type(const jj_redis_reply *r);
+const char *jj_reply_str(const jj_redis_reply *r, size_t *len); /* STRING, STATUS, ERROR */
+long long jj_reply_integer(const jj_redis_reply *r);
+size_t jj_reply_elements(const jj_redis_reply *r);
+const jj_redis_reply *jj_reply_element(const jj_redis_reply *r, size_t i);
+
+#endif
