@@ -51,6 +51,37 @@ int jj_db_submit(jj_db *db, int is_query, const char *sql, size_t sqllen,
                  const jj_db_value *params, int nparams, jj_db_cb *cb, void *privdata);
 void jj_db_result_free(jj_db_result *res);
 
+/* One statement of a batch. */
+typedef struct jj_db_stmt {
+    const char *sql;
+    size_t sqllen;
+    const jj_db_value *params;
+    int nparams;
+} jj_db_stmt;
+
+/* Queues nstmts statements that run in order inside one BEGIN IMMEDIATE ...
+ * COMMIT on one connection; any error rolls all of them back and the
+ * result's err says which statement failed ("statement 2: ..."). On success
+ * the result holds the last statement's rows (ncols == 0 if it returns
+ * none), the rows changed by all of them and the last insert rowid.
+ * Statements and parameters are copied; same return contract as
+ * jj_db_submit. Statements must not BEGIN, COMMIT or ROLLBACK themselves. */
+int jj_db_submit_batch(jj_db *db, const jj_db_stmt *stmts, int nstmts,
+                       jj_db_cb *cb, void *privdata);
+
+/* Notes on the implementation (db.c):
+ * - Every function but jj_db_migrate is called on the loop thread only.
+ * - Results: TEXT and BLOB values (and names) are NUL-terminated copies; a
+ *   NULL value has s == NULL; elapsed_ms is the time the job ran on its
+ *   pool thread (queueing excluded). changes counts rows changed directly
+ *   by INSERT/UPDATE/DELETE (0 for other statements); last_insert_id is 0
+ *   unless the job inserted a row.
+ * - One statement per jj_db_submit (trailing statements are an error), and
+ *   its parameter count must match. BEGIN/COMMIT/ROLLBACK/SAVEPOINT are
+ *   refused outside a batch: a pooled connection never keeps a transaction.
+ * - The queue holds at most 10000 waiting jobs; the ev_async watcher keeps
+ *   the loop alive only while some callback is owed. */
+
 /* Synchronous, for start-up only (before any worker serves): applies the
  * migrations in dir (files NNN_name.sql, in order, each once, recorded in
  * PRAGMA user_version) and returns 0, or -1 with a message in err. */

@@ -19,4 +19,10 @@ const jj_config *jj_engine_config(jj_engine *e);
 /* Default timeout of a yielding call, in milliseconds. */
 double jj_engine_io_timeout_ms(jj_engine *e);
 
+
+
+/* Identity and reload state, for engine.core.info() and /health. */
+int jj_engine_worker_id(jj_engine *e);
+unsigned jj_engine_generation(jj_engine *e);
+const char *jj_engine_last_reload_error(jj_engine *e); /* NULL if none */
 #endif

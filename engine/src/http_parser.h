@@ -20,7 +20,8 @@ typedef struct jj_http_header {
 typedef struct jj_http_request {
     const char *method;
     size_t method_len;
-    const char *target;       /* origin-form: path[?query] */
+    const char *target;       /* origin-form: path[?query]; for an absolute-form
+                                 target, its path[?query] part (authority == Host) */
     size_t target_len;
     const char *path;         /* target up to '?' */
     size_t path_len;

@@ -1,0 +1,219 @@
+/* config.c: the environment, validated. Every failure names the variable. */
+#include "config.h"
+#include "log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+typedef struct {
+    const char *(*get)(const char *, void *);
+    void *ud;
+    char *err;
+    size_t errlen;
+} env;
+
+static const char *var(env *e, const char *name) {
+    const char *v = e->get(name, e->ud);
+    return (v && *v) ? v : NULL;
+}
+
+static int fail(env *e, const char *name, const char *problem, const char *value) {
+    if (value)
+        snprintf(e->err, e->errlen, "%s: %s (got \"%.64s\")", name, problem, value);
+    else
+        snprintf(e->err, e->errlen, "%s: %s", name, problem);
+    return -1;
+}
+
+static int get_long(env *e, const char *name, long def, long lo, long hi, long *out) {
+    const char *v = var(e, name);
+    if (!v) { *out = def; return 0; }
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v) return fail(e, name, "must be an integer", v);
+    if (x < lo || x > hi) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "must be between %ld and %ld", lo, hi);
+        return fail(e, name, msg, v);
+    }
+    *out = x;
+    return 0;
+}
+
+static int get_double(env *e, const char *name, double def, double lo, double hi, double *out) {
+    const char *v = var(e, name);
+    if (!v) { *out = def; return 0; }
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || *end || end == v) return fail(e, name, "must be a number", v);
+    if (!(x >= lo && x <= hi)) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "must be between %g and %g", lo, hi);
+        return fail(e, name, msg, v);
+    }
+    *out = x;
+    return 0;
+}
+
+static int get_str(env *e, const char *name, const char *def, char *dst, size_t cap) {
+    const char *v = var(e, name);
+    if (!v) v = def;
+    if (strlen(v) >= cap) return fail(e, name, "is too long", NULL);
+    memcpy(dst, v, strlen(v) + 1);
+    return 0;
+}
+
+static int get_bool(env *e, const char *name, int def, int *out) {
+    const char *v = var(e, name);
+    if (!v) { *out = def; return 0; }
+    if (!strcasecmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on")) *out = 1;
+    else if (!strcasecmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off")) *out = 0;
+    else return fail(e, name, "must be true or false", v);
+    return 0;
+}
+
+static int pct_decode(char *s) {
+    char *o = s;
+    for (char *p = s; *p; p++) {
+        if (*p == '%') {
+            int hi, lo;
+            if (sscanf(p + 1, "%1x%1x", (unsigned *)&hi, (unsigned *)&lo) != 2) return -1;
+            *o++ = (char)(hi * 16 + lo);
+            p += 2;
+        } else *o++ = *p;
+    }
+    *o = 0;
+    return 0;
+}
+
+/* redis://[user:password@]host[:port][/db] (also rediss:// is refused:
+ * hiredis 0.14 has no TLS). */
+static int parse_redis_url(env *e, const char *url, jj_config *c) {
+    const char *name = "REDIS_URL";
+    if (strncmp(url, "redis://", 8) != 0)
+        return fail(e, name, "must start with redis:// (TLS is not supported)", url);
+    char buf[1024];
+    if (strlen(url + 8) >= sizeof buf) return fail(e, name, "is too long", NULL);
+    strcpy(buf, url + 8);
+    char *hostpart = buf, *at = strrchr(buf, '@');
+    if (at) {
+        *at = 0;
+        hostpart = at + 1;
+        char *colon = strchr(buf, ':');
+        const char *user = "", *pass = buf;
+        if (colon) { *colon = 0; user = buf; pass = colon + 1; }
+        if (pct_decode((char *)user) || pct_decode((char *)pass))
+            return fail(e, name, "has a malformed %-escape in its credentials", NULL);
+        if (strlen(user) >= sizeof c->redis_user || strlen(pass) >= sizeof c->redis_password)
+            return fail(e, name, "credentials are too long", NULL);
+        strcpy(c->redis_user, user);
+        strcpy(c->redis_password, pass);
+    }
+    char *slash = strchr(hostpart, '/');
+    if (slash) {
+        *slash = 0;
+        if (slash[1]) {
+            char *end;
+            long db = strtol(slash + 1, &end, 10);
+            if (*end || db < 0 || db > 15) return fail(e, name, "database must be 0..15", url);
+            c->redis_db = (int)db;
+        }
+    }
+    char *colon = strrchr(hostpart, ':');
+    if (colon) {
+        *colon = 0;
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (*end || port < 1 || port > 65535) return fail(e, name, "port must be 1..65535", url);
+        c->redis_port = (int)port;
+    }
+    if (!*hostpart) return fail(e, name, "has no host", url);
+    if (strlen(hostpart) >= sizeof c->redis_host) return fail(e, name, "host is too long", NULL);
+    strcpy(c->redis_host, hostpart);
+    return 0;
+}
+
+int jj_config_load_from(jj_config *c, const char *(*get)(const char *, void *), void *ud,
+                        char *err, size_t errlen) {
+    env e = {get, ud, err, errlen};
+    long l;
+    memset(c, 0, sizeof *c);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1) ncpu = 1;
+
+    if (get_str(&e, "HOST", "0.0.0.0", c->host, sizeof c->host)) return -1;
+    if (get_long(&e, "PORT", 8080, 1, 65535, &l)) return -1;
+    c->port = (int)l;
+    if (get_long(&e, "WORKERS", ncpu, 1, 256, &l)) return -1;
+    c->workers = (int)l;
+
+    strcpy(c->redis_host, "127.0.0.1");
+    c->redis_port = 6379;
+    const char *url = var(&e, "REDIS_URL");
+    if (url) {
+        if (parse_redis_url(&e, url, c)) return -1;
+    } else {
+        if (get_str(&e, "REDIS_HOST", "127.0.0.1", c->redis_host, sizeof c->redis_host)) return -1;
+        if (get_long(&e, "REDIS_PORT", 6379, 1, 65535, &l)) return -1;
+        c->redis_port = (int)l;
+        if (get_str(&e, "REDIS_USERNAME", "", c->redis_user, sizeof c->redis_user)) return -1;
+        if (get_str(&e, "REDIS_PASSWORD", "", c->redis_password, sizeof c->redis_password)) return -1;
+        if (get_long(&e, "REDIS_DB", 0, 0, 15, &l)) return -1;
+        c->redis_db = (int)l;
+    }
+    if (get_str(&e, "REDIS_KEY_PREFIX", "jj:", c->redis_prefix, sizeof c->redis_prefix)) return -1;
+    for (const char *p = c->redis_prefix; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return fail(&e, "REDIS_KEY_PREFIX", "must not contain spaces or control characters", c->redis_prefix);
+    if (get_double(&e, "REDIS_TIMEOUT_MS", 1000, 1, 600000, &c->redis_timeout_ms)) return -1;
+    if (get_double(&e, "DB_TIMEOUT_MS", 5000, 1, 600000, &c->db_timeout_ms)) return -1;
+
+    if (get_str(&e, "DB_PATH", "var/jollyjet.db", c->db_path, sizeof c->db_path)) return -1;
+    if (get_str(&e, "LUA_DIR", "lua", c->lua_dir, sizeof c->lua_dir)) return -1;
+    if (get_str(&e, "POLICY_DIR", "policies", c->policy_dir, sizeof c->policy_dir)) return -1;
+    if (get_str(&e, "MIGRATIONS_DIR", "engine/migrations", c->migrations_dir, sizeof c->migrations_dir)) return -1;
+    if (get_str(&e, "PID_FILE", "var/jollyjet.pid", c->pid_file, sizeof c->pid_file)) return -1;
+
+    const char *lv = var(&e, "LOG_LEVEL");
+    c->log_level = JJ_LOG_INFO;
+    if (lv && (c->log_level = jj_log_parse_level(lv)) < 0)
+        return fail(&e, "LOG_LEVEL", "must be one of debug, info, warn, error", lv);
+
+    const char *tok = var(&e, "ADMIN_TOKEN");
+    if (tok) {
+        if (strlen(tok) < 16) return fail(&e, "ADMIN_TOKEN", "must be at least 16 characters", NULL);
+        if (get_str(&e, "ADMIN_TOKEN", "", c->admin_token, sizeof c->admin_token)) return -1;
+        c->has_admin_token = 1;
+    }
+
+    if (get_long(&e, "MAX_BODY_BYTES", 1 << 20, 0, 1L << 30, &l)) return -1;
+    c->max_body = (size_t)l;
+    if (get_double(&e, "HEADER_TIMEOUT", 10, 0.05, 30, &c->header_timeout_s)) return -1;
+    if (get_double(&e, "KEEPALIVE_TIMEOUT", 5, 0.05, 3600, &c->keepalive_timeout_s)) return -1;
+    if (get_long(&e, "MAX_CONNECTIONS", 10000, 1, 1000000, &l)) return -1;
+    c->max_connections = (int)l;
+    if (get_double(&e, "SHUTDOWN_GRACE", 10, 0, 3600, &c->grace_s)) return -1;
+    if (get_long(&e, "LUA_INSTRUCTION_LIMIT", 50000000L, 10000, LONG_MAX, &c->instruction_limit)) return -1;
+    if (get_long(&e, "LUA_MEMORY_MB", 256, 8, 1L << 20, &l)) return -1;
+    c->lua_memory_limit = (size_t)l << 20;
+    if (get_long(&e, "DB_THREADS", 2, 1, 64, &l)) return -1;
+    c->db_threads = (int)l;
+    if (get_bool(&e, "WATCH", 1, &c->watch)) return -1;
+    return 0;
+}
+
+static const char *from_environ(const char *name, void *ud) {
+    (void)ud;
+    return getenv(name);
+}
+
+int jj_config_load(jj_config *c, char *err, size_t errlen) {
+    return jj_config_load_from(c, from_environ, NULL, err, errlen);
+}

@@ -1,0 +1,185 @@
+/* host.c: an HTTP exchange becomes a task that calls jollyjet.app.handle(req)
+ * and turns its results (status, headers, body) into the response. */
+#include "host.h"
+#include "engine.h"
+#include "engine_internal.h"
+#include "log.h"
+#include "vm.h"
+
+#include <ctype.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    jj_http_conn *conn;
+    char request_id[24];
+    char method[16];
+    char path[256];
+} pending;
+
+/* [-0, +1, m] lowercased header name */
+static void push_lower(lua_State *L, const char *s, size_t n) {
+    char buf[256];
+    if (n > sizeof buf) n = sizeof buf;
+    for (size_t i = 0; i < n; i++) buf[i] = (char)tolower((unsigned char)s[i]);
+    lua_pushlstring(L, buf, n);
+}
+
+/* [-1, +1, m] Builds the request table from the exchange (a light userdata
+ * valid only during the first resume). */
+static void push_request(lua_State *L, const jj_http_exchange *x) {
+    const jj_http_request *r = x->req;
+    lua_createtable(L, 0, 10);
+    lua_pushlstring(L, r->method, r->method_len);
+    lua_setfield(L, -2, "method");
+    lua_pushlstring(L, r->target, r->target_len);
+    lua_setfield(L, -2, "target");
+    lua_pushlstring(L, r->path, r->path_len);
+    lua_setfield(L, -2, "path");
+    if (r->query) lua_pushlstring(L, r->query, r->query_len);
+    else lua_pushliteral(L, "");
+    lua_setfield(L, -2, "query");
+    lua_pushstring(L, r->minor_version ? "1.1" : "1.0");
+    lua_setfield(L, -2, "http_version");
+    lua_pushlstring(L, x->body, x->body_len);
+    lua_setfield(L, -2, "body");
+    lua_pushstring(L, x->peer);
+    lua_setfield(L, -2, "remote_addr");
+    lua_pushstring(L, x->request_id);
+    lua_setfield(L, -2, "id");
+    lua_createtable(L, 0, (int)r->nheaders);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const jj_http_header *h = &r->headers[i];
+        push_lower(L, h->name, h->name_len);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, -3) == LUA_TSTRING) {   /* repeated: join with ", " */
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, h->value, h->value_len);
+            lua_concat(L, 3);
+        } else {
+            lua_pop(L, 1);
+            lua_pushlstring(L, h->value, h->value_len);
+        }
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, -2, "headers");
+}
+
+static int entry_k(lua_State *L, int status, lua_KContext ctx) {
+    (void)status;
+    return lua_gettop(L) - (int)ctx;
+}
+
+/* The task's body: [handle, exchange] -> handle(request) results. */
+static int entry(lua_State *L) {
+    const jj_http_exchange *x = lua_touserdata(L, 2);
+    lua_settop(L, 1);
+    push_request(L, x);
+    lua_callk(L, 1, LUA_MULTRET, 0, entry_k);
+    return entry_k(L, LUA_OK, 0);
+}
+
+static void respond_500(jj_http_conn *c, const char *message) {
+    jj_http_respond_error(c, 500, "internal_error", message);
+}
+
+/* Writes one header; value may be a string, a number, or a sequence of
+ * strings (repeated header lines, e.g. Set-Cookie). */
+static int write_header(jj_http_conn *c, lua_State *co, int vidx, const char *name, size_t nlen) {
+    size_t vlen;
+    int t = lua_type(co, vidx);
+    if (t == LUA_TSTRING) {
+        const char *v = lua_tolstring(co, vidx, &vlen);
+        return jj_http_response_header(c, name, nlen, v, vlen);
+    }
+    if (t == LUA_TNUMBER) {
+        char buf[64];
+        if (lua_isinteger(co, vidx)) snprintf(buf, sizeof buf, "%lld", (long long)lua_tointeger(co, vidx));
+        else snprintf(buf, sizeof buf, "%.14g", lua_tonumber(co, vidx));
+        return jj_http_response_header(c, name, nlen, buf, strlen(buf));
+    }
+    if (t == LUA_TTABLE) {
+        lua_Integer n = (lua_Integer)lua_rawlen(co, vidx);
+        for (lua_Integer i = 1; i <= n; i++) {
+            if (lua_rawgeti(co, vidx, i) != LUA_TSTRING) { lua_pop(co, 1); return -1; }
+            const char *v = lua_tolstring(co, -1, &vlen);
+            int rc = jj_http_response_header(c, name, nlen, v, vlen);
+            lua_pop(co, 1);
+            if (rc) return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+static void on_done(jj_task *t, int status, lua_State *co, int nres, const char *errmsg, void *ud) {
+    (void)t;
+    pending *p = ud;
+    jj_http_conn *c = p->conn;
+    if (status != LUA_OK) {
+        char members[400];
+        snprintf(members, sizeof members, "\"request_id\":\"%s\",\"method\":\"%s\",\"path\":\"%s\"",
+                 p->request_id, p->method, p->path);
+        jj_log_kv(JJ_LOG_ERROR, members, "handler error: %s", errmsg ? errmsg : "?");
+        respond_500(c, strstr(errmsg ? errmsg : "", "instruction limit") ? "handler exceeded its instruction budget"
+                     : strstr(errmsg ? errmsg : "", "not enough memory") ? "handler exceeded its memory budget"
+                     : "handler error");
+        free(p);
+        return;
+    }
+    int base = lua_gettop(co) - nres;
+    int code = nres >= 1 && lua_isinteger(co, base + 1) ? (int)lua_tointeger(co, base + 1) : 0;
+    if (code < 100 || code > 599) {
+        jj_log(JJ_LOG_ERROR, "handler for %s %s returned no valid status (got %s)", p->method, p->path,
+               nres >= 1 ? luaL_typename(co, base + 1) : "nothing");
+        respond_500(c, "handler returned an invalid response");
+        free(p);
+        return;
+    }
+    jj_http_response_start(c, code);
+    if (nres >= 2 && lua_istable(co, base + 2)) {
+        lua_pushnil(co);
+        while (lua_next(co, base + 2)) {
+            size_t nlen = 0;
+            const char *name = lua_type(co, -2) == LUA_TSTRING ? lua_tolstring(co, -2, &nlen) : NULL;
+            if (!name || write_header(c, co, lua_gettop(co), name, nlen) != 0) {
+                lua_pop(co, 2);
+                jj_http_response_discard(c);
+                jj_log(JJ_LOG_ERROR, "handler for %s %s returned an invalid header", p->method, p->path);
+                respond_500(c, "handler returned an invalid header");
+                free(p);
+                return;
+            }
+            lua_pop(co, 1);
+        }
+    }
+    size_t blen = 0;
+    const char *body = NULL;
+    if (nres >= 3 && lua_type(co, base + 3) == LUA_TSTRING) body = lua_tolstring(co, base + 3, &blen);
+    jj_http_response_finish(c, body, blen);
+    free(p);
+}
+
+void jj_host_handle(void *ud, jj_http_conn *c, const jj_http_exchange *x) {
+    jj_engine *e = ud;
+    jj_gen *g = jj_engine_current_gen(e);
+    pending *p = calloc(1, sizeof *p);
+    jj_task *t = p && g ? jj_task_new(g, on_done, p) : NULL;
+    if (!t) {
+        free(p);
+        jj_http_respond_error(c, 503, "unavailable", "the engine cannot take this request now");
+        return;
+    }
+    p->conn = c;
+    snprintf(p->request_id, sizeof p->request_id, "%s", x->request_id);
+    snprintf(p->method, sizeof p->method, "%.*s", (int)x->req->method_len, x->req->method);
+    snprintf(p->path, sizeof p->path, "%.*s", (int)x->req->path_len, x->req->path);
+    for (char *q = p->path; *q; q++) if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20) *q = '?';
+    lua_State *co = jj_task_state(t);
+    lua_pushcfunction(co, entry);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, jj_gen_entry_ref(g));
+    lua_pushlightuserdata(co, (void *)x);
+    jj_task_run(t, 2);
+}

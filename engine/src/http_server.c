@@ -1,0 +1,580 @@
+/* http_server.c: connections, buffers, limits and timeouts (http_server.h). */
+#include "http_server.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_HEAD (16 * 1024)
+#define READ_CHUNK 16384
+#define OUT_HIGH_WATER (256 * 1024)  /* stop handling pipelined requests above this */
+#define LINGER_S 2.0
+
+enum state {
+    S_HEAD,     /* waiting for (the rest of) a request head */
+    S_BODY,     /* head parsed, waiting for Content-Length body bytes */
+    S_BUSY,     /* handler running */
+    S_CLOSING,  /* flushing the last response, then close */
+    S_LINGER    /* response sent, write side shut, discarding input */
+};
+
+struct jj_http_conn {
+    jj_http_server *srv;
+    int fd;
+    int state;
+    ev_io rio, wio;
+    ev_timer timer;
+    char *in;
+    size_t in_len, in_off, in_cap;   /* unparsed bytes: in[in_off .. in_len) */
+    char *out;
+    size_t out_len, out_off, out_cap;
+    jj_http_request req;
+    size_t req_total;                /* head + body bytes of the current request */
+    int keep_alive;
+    int head_only;                   /* HEAD request: no body in the response */
+    size_t resp_mark;                /* out_len when the response started */
+    int in_process;                  /* inside process(): finish must not recurse */
+    int partial;                     /* part of a head has arrived: its deadline runs */
+    int dead;                        /* socket closed while a handler owns the struct */
+    unsigned long served;            /* responses sent on this connection */
+    char peer[INET6_ADDRSTRLEN];
+    char request_id[24];
+    jj_http_conn *prev, *next;
+};
+
+struct jj_http_server {
+    struct ev_loop *loop;
+    const jj_config *cfg;
+    int listen_fd;
+    ev_io accept_io;
+    jj_http_handler *handler;
+    void *ud;
+    jj_http_conn *conns;
+    long nconns;
+    int draining;
+    void (*drained)(void *);
+    void *drained_ud;
+    uint32_t id_prefix;
+    uint64_t id_counter;
+    char date[40];
+    ev_tstamp date_at;
+};
+
+static void conn_close(jj_http_conn *c);
+static void process(jj_http_conn *c);
+static void flush(jj_http_conn *c);
+
+/* ------------------------------------------------------------ listening */
+
+int jj_http_listen(const char *host, int port, char *err, size_t errlen) {
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "HOST: cannot resolve \"%s\": %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        freeaddrinfo(res);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        snprintf(err, errlen, "PORT: cannot listen on %s:%d: %s", host, port, strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* -------------------------------------------------------------- buffers */
+
+static int reserve(char **buf, size_t *cap, size_t need) {
+    if (need <= *cap) return 0;
+    size_t n = *cap ? *cap : 4096;
+    while (n < need) n *= 2;
+    char *p = realloc(*buf, n);
+    if (!p) return -1;
+    *buf = p;
+    *cap = n;
+    return 0;
+}
+
+static void out_append(jj_http_conn *c, const char *p, size_t n) {
+    if (reserve(&c->out, &c->out_cap, c->out_len + n) != 0) {
+        c->state = S_CLOSING;   /* out of memory: give up on this client */
+        return;
+    }
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+}
+
+static void out_printf(jj_http_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(jj_http_conn *c, const char *fmt, ...) {
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0) out_append(c, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+static const char *http_date(jj_http_server *s) {
+    ev_tstamp now = ev_now(s->loop);
+    if ((time_t)now != (time_t)s->date_at || !s->date[0]) {
+        time_t t = (time_t)now;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(s->date, sizeof s->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        s->date_at = now;
+    }
+    return s->date;
+}
+
+/* --------------------------------------------------------------- timers */
+
+static void arm_timer(jj_http_conn *c, double after) {
+    ev_timer_stop(c->srv->loop, &c->timer);
+    if (after > 0) {
+        ev_timer_set(&c->timer, after, 0.);
+        ev_timer_start(c->srv->loop, &c->timer);
+    }
+}
+
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop; (void)revents;
+    jj_http_conn *c = w->data;
+    switch (c->state) {
+    case S_HEAD:
+        if (c->in_len == c->in_off && c->served > 0) {
+            conn_close(c);   /* idle keep-alive connection */
+            return;
+        }
+        c->keep_alive = 0;
+        c->state = S_BUSY;
+        jj_http_respond_error(c, 408, "request_timeout", "the request head did not arrive in time");
+        return;
+    case S_BODY:
+        c->keep_alive = 0;
+        c->state = S_BUSY;
+        jj_http_respond_error(c, 408, "request_timeout", "the request did not arrive in time");
+        return;
+    default:
+        conn_close(c);       /* a stuck flush or the lingering close ran out */
+    }
+}
+
+/* ------------------------------------------------------------- response */
+
+void jj_http_response_start(jj_http_conn *c, int status) {
+    if (c->dead) return;
+    c->resp_mark = c->out_len;
+    out_printf(c, "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: jollyjet\r\n", status,
+               jj_http_status_text(status), http_date(c->srv));
+    /* Remember the status for finish() in the status line itself. */
+}
+
+static int status_of_response(jj_http_conn *c) {
+    return atoi(c->out + c->resp_mark + 9);
+}
+
+int jj_http_response_header(jj_http_conn *c, const char *name, size_t nlen,
+                            const char *value, size_t vlen) {
+    if (nlen == 0) return -1;
+    if (c->dead) return 0;
+    for (size_t i = 0; i < nlen; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (ch <= 32 || ch >= 127 || strchr("()<>@,;:\\\"/[]?={}", ch)) return -1;
+    }
+    for (size_t i = 0; i < vlen; i++)
+        if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0') return -1;
+    /* The server owns framing headers. */
+    if ((nlen == 14 && strncasecmp(name, "Content-Length", 14) == 0) ||
+        (nlen == 10 && strncasecmp(name, "Connection", 10) == 0) ||
+        (nlen == 17 && strncasecmp(name, "Transfer-Encoding", 17) == 0))
+        return 0;
+    out_append(c, name, nlen);
+    out_append(c, ": ", 2);
+    out_append(c, value, vlen);
+    out_append(c, "\r\n", 2);
+    return 0;
+}
+
+void jj_http_response_discard(jj_http_conn *c) { if (!c->dead) c->out_len = c->resp_mark; }
+
+void jj_http_response_finish(jj_http_conn *c, const char *body, size_t len) {
+    if (c->dead) { free(c); return; }   /* the client left while we worked */
+    int status = status_of_response(c);
+    int no_body = c->head_only || status == 204 || status == 304 || status < 200;
+    if (c->srv->draining) c->keep_alive = 0;
+    if (status != 204 && status != 304 && status >= 200)
+        out_printf(c, "Content-Length: %zu\r\n", len);
+    if (!c->keep_alive) out_append(c, "Connection: close\r\n", 19);
+    else if (c->req.minor_version == 0) out_append(c, "Connection: keep-alive\r\n", 24);
+    out_printf(c, "X-Request-Id: %s\r\n\r\n", c->request_id);
+    if (!no_body && len) out_append(c, body, len);
+
+    /* The request is done: drop its bytes, go back to reading. */
+    c->in_off += c->req_total;
+    c->req_total = 0;
+    c->served++;
+    if (c->state == S_CLOSING) { /* out of memory while building */ }
+    else if (!c->keep_alive) c->state = S_CLOSING;
+    else c->state = S_HEAD;
+    if (!c->in_process) {
+        flush(c);
+        if (c->fd >= 0 && c->state == S_HEAD) process(c);
+    }
+}
+
+static void json_escape_into(char *dst, size_t cap, const char *s) {
+    size_t o = 0;
+    for (; *s && o + 7 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') { dst[o++] = '\\'; dst[o++] = (char)ch; }
+        else if (ch < 0x20) o += (size_t)snprintf(dst + o, cap - o, "\\u%04x", ch);
+        else dst[o++] = (char)ch;
+    }
+    dst[o] = 0;
+}
+
+void jj_http_respond_error(jj_http_conn *c, int status, const char *error, const char *message) {
+    char msg[512], body[768];
+    json_escape_into(msg, sizeof msg, message);
+    int n = snprintf(body, sizeof body,
+                     "{\"success\":false,\"error\":\"%s\",\"message\":\"%s\",\"requestId\":\"%s\"}",
+                     error, msg, c->request_id);
+    jj_http_response_start(c, status);
+    out_append(c, "Content-Type: application/json\r\n", 32);
+    jj_http_response_finish(c, body, (size_t)n);
+}
+
+/* --------------------------------------------------------------- output */
+
+static void start_linger(jj_http_conn *c) {
+    /* Closing with unread input makes the kernel send RST, which can destroy
+     * the error response before the client reads it: shut the write side
+     * and drain input for a moment instead. */
+    shutdown(c->fd, SHUT_WR);
+    c->state = S_LINGER;
+    ev_io_stop(c->srv->loop, &c->wio);
+    ev_io_start(c->srv->loop, &c->rio);
+    arm_timer(c, LINGER_S);
+}
+
+static void flush(jj_http_conn *c) {
+    while (c->out_off < c->out_len) {
+        ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+        if (n > 0) { c->out_off += (size_t)n; continue; }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(c->srv->loop, &c->wio);
+            if (c->state == S_CLOSING) arm_timer(c, 30.);
+            return;
+        }
+        conn_close(c);   /* peer gone */
+        return;
+    }
+    c->out_off = c->out_len = 0;
+    ev_io_stop(c->srv->loop, &c->wio);
+    if (c->state == S_CLOSING) start_linger(c);
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents) {
+    (void)loop; (void)revents;
+    jj_http_conn *c = w->data;
+    flush(c);
+    if (c->fd >= 0 && c->state == S_HEAD && c->out_len == 0) process(c);
+}
+
+/* ---------------------------------------------------------------- input */
+
+static void next_request_id(jj_http_conn *c) {
+    jj_http_server *s = c->srv;
+    snprintf(c->request_id, sizeof c->request_id, "%08x%08x", s->id_prefix,
+             (unsigned)(++s->id_counter & 0xffffffffu));
+}
+
+static void dispatch(jj_http_conn *c) {
+    jj_http_exchange x = {
+        .req = &c->req,
+        .body = c->in + c->in_off + c->req.head_len,
+        .body_len = c->req_total - c->req.head_len,
+        .peer = c->peer,
+        .request_id = c->request_id,
+    };
+    c->state = S_BUSY;
+    arm_timer(c, 0);
+    ev_io_stop(c->srv->loop, &c->rio);
+    c->srv->handler(c->srv->ud, c, &x);
+}
+
+/* Handles every complete request in the input buffer, in order, one at a
+ * time; returns when a handler is still running, more bytes are needed, or
+ * the connection is closing. */
+static void process(jj_http_conn *c) {
+    c->in_process = 1;
+    while (c->fd >= 0 && (c->state == S_HEAD || c->state == S_BODY)) {
+        if (c->out_len - c->out_off > OUT_HIGH_WATER) break;  /* slow reader */
+        size_t avail = c->in_len - c->in_off;
+        if (c->state == S_HEAD) {
+            if (avail == 0) {
+                if (c->in_off) c->in_off = c->in_len = 0;
+                c->partial = 0;
+                arm_timer(c, c->served ? c->srv->cfg->keepalive_timeout_s
+                                       : c->srv->cfg->header_timeout_s);
+                break;
+            }
+            int status = 0;
+            const char *reason = NULL;
+            int rc = jj_http_parse_request(c->in + c->in_off, avail, MAX_HEAD, &c->req, &status, &reason);
+            if (rc == JJ_HTTP_INCOMPLETE) {
+                /* The head deadline runs from its first byte and is not
+                 * extended by trickling bytes (slowloris). */
+                if (!c->partial) {
+                    c->partial = 1;
+                    arm_timer(c, c->srv->cfg->header_timeout_s);
+                }
+                break;
+            }
+            next_request_id(c);
+            c->partial = 0;
+            c->head_only = 0;
+            if (rc == JJ_HTTP_ERROR) {
+                c->keep_alive = 0;
+                c->req.minor_version = 1;
+                c->state = S_BUSY;
+                const char *err = status == 431 ? "request_header_too_large"
+                                : status == 501 ? "not_implemented"
+                                : status == 505 ? "http_version_not_supported" : "bad_request";
+                jj_http_respond_error(c, status, err, reason ? reason : "malformed request");
+                break;
+            }
+            c->keep_alive = c->req.keep_alive;
+            c->head_only = c->req.method_len == 4 && memcmp(c->req.method, "HEAD", 4) == 0;
+            if (c->req.chunked) {
+                c->keep_alive = 0;
+                c->state = S_BUSY;
+                jj_http_respond_error(c, 411, "length_required",
+                                      "chunked request bodies are not supported; send Content-Length");
+                break;
+            }
+            size_t body = c->req.content_length > 0 ? (size_t)c->req.content_length : 0;
+            if (c->req.content_length > 0 && (uint64_t)c->req.content_length > c->srv->cfg->max_body) {
+                c->keep_alive = 0;
+                c->state = S_BUSY;
+                char msg[96];
+                snprintf(msg, sizeof msg, "request body exceeds %zu bytes", c->srv->cfg->max_body);
+                jj_http_respond_error(c, 413, "payload_too_large", msg);
+                break;
+            }
+            c->req_total = c->req.head_len + body;
+            if (avail < c->req_total) {
+                if (c->req.expect_continue)
+                    out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+                c->state = S_BODY;
+                arm_timer(c, c->srv->cfg->header_timeout_s);
+                break;
+            }
+            dispatch(c);
+        } else {   /* S_BODY */
+            if (avail < c->req_total) break;
+            /* The parser's pointers refer to the buffer, which may have
+             * moved while the body arrived: parse the head again. */
+            int status;
+            const char *reason;
+            jj_http_parse_request(c->in + c->in_off, avail, MAX_HEAD, &c->req, &status, &reason);
+            dispatch(c);
+        }
+    }
+    c->in_process = 0;
+    if (c->fd < 0) return;
+    if (c->out_len > c->out_off) flush(c);
+    if (c->fd < 0) return;
+    if ((c->state == S_HEAD || c->state == S_BODY) && c->out_len - c->out_off <= OUT_HIGH_WATER)
+        ev_io_start(c->srv->loop, &c->rio);
+    /* A request that finished inside the loop may have left the next one
+     * waiting behind the high-water mark; the write callback resumes it. */
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
+    (void)loop; (void)revents;
+    jj_http_conn *c = w->data;
+    if (c->state == S_LINGER) {
+        char junk[4096];
+        ssize_t n = read(c->fd, junk, sizeof junk);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) conn_close(c);
+        return;
+    }
+    size_t limit = MAX_HEAD + c->srv->cfg->max_body + READ_CHUNK;
+    if (c->in_off > 0 && c->in_off == c->in_len) c->in_off = c->in_len = 0;
+    if (c->in_off > 0 && c->in_cap - c->in_len < READ_CHUNK) {
+        memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+        c->in_len -= c->in_off;
+        c->in_off = 0;
+    }
+    if (c->in_len - c->in_off >= limit) { ev_io_stop(loop, w); return; }
+    if (reserve(&c->in, &c->in_cap, c->in_len + READ_CHUNK) != 0) { conn_close(c); return; }
+    ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+    if (n == 0) { conn_close(c); return; }
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR) conn_close(c);
+        return;
+    }
+    c->in_len += (size_t)n;
+    if (c->state == S_HEAD || c->state == S_BODY) process(c);
+}
+
+/* ---------------------------------------------------------- connections */
+
+static void conn_close(jj_http_conn *c) {
+    jj_http_server *s = c->srv;
+    if (c->fd < 0) return;
+    ev_io_stop(s->loop, &c->rio);
+    ev_io_stop(s->loop, &c->wio);
+    ev_timer_stop(s->loop, &c->timer);
+    close(c->fd);
+    c->fd = -1;
+    if (c->prev) c->prev->next = c->next; else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->nconns--;
+    free(c->in);
+    free(c->out);
+    c->in = c->out = NULL;
+    c->in_len = c->in_off = c->in_cap = c->out_len = c->out_off = c->out_cap = 0;
+    /* A handler still owns a busy connection: the struct lives until its
+     * response arrives (jj_http_response_finish frees it). */
+    if (c->state == S_BUSY) c->dead = 1;
+    else free(c);
+    if (s->draining && s->nconns == 0 && s->drained) {
+        void (*cb)(void *) = s->drained;
+        s->drained = NULL;
+        cb(s->drained_ud);
+    }
+}
+
+static void reject_overload(int fd) {
+    static const char resp[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        "Content-Length: 87\r\nConnection: close\r\n\r\n"
+        "{\"success\":false,\"error\":\"too_many_connections\",\"message\":\"connection limit reached\"}";
+    ssize_t w = write(fd, resp, sizeof resp - 1);
+    (void)w;
+    close(fd);
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
+    (void)revents;
+    jj_http_server *s = w->data;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof sa;
+        int fd = accept4(s->listen_fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE)
+                JJ_WARN("accept: %s", strerror(errno));
+            return;
+        }
+        if (s->nconns >= s->cfg->max_connections) { reject_overload(fd); continue; }
+        jj_http_conn *c = calloc(1, sizeof *c);
+        if (!c) { close(fd); continue; }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->srv = s;
+        c->fd = fd;
+        c->state = S_HEAD;
+        if (sa.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, c->peer, sizeof c->peer);
+        else if (sa.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, c->peer, sizeof c->peer);
+        ev_io_init(&c->rio, on_readable, fd, EV_READ);
+        ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+        ev_init(&c->timer, on_timer);
+        c->rio.data = c->wio.data = c->timer.data = c;
+        c->next = s->conns;
+        if (s->conns) s->conns->prev = c;
+        s->conns = c;
+        s->nconns++;
+        ev_io_start(loop, &c->rio);
+        arm_timer(c, s->cfg->header_timeout_s);
+    }
+}
+
+jj_http_server *jj_http_server_new(struct ev_loop *loop, const jj_config *cfg, int listen_fd,
+                                   jj_http_handler *handler, void *ud) {
+    jj_http_server *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->loop = loop;
+    s->cfg = cfg;
+    s->listen_fd = listen_fd;
+    s->handler = handler;
+    s->ud = ud;
+    if (getrandom(&s->id_prefix, sizeof s->id_prefix, 0) != sizeof s->id_prefix)
+        s->id_prefix = (uint32_t)getpid() * 2654435761u;
+    ev_io_init(&s->accept_io, on_accept, listen_fd, EV_READ);
+    s->accept_io.data = s;
+    ev_io_start(loop, &s->accept_io);
+    return s;
+}
+
+long jj_http_server_connections(const jj_http_server *s) { return s->nconns; }
+
+void jj_http_server_drain(jj_http_server *s, void (*drained)(void *), void *ud) {
+    s->draining = 1;
+    s->drained = drained;
+    s->drained_ud = ud;
+    if (s->listen_fd >= 0) {
+        ev_io_stop(s->loop, &s->accept_io);
+        close(s->listen_fd);
+        s->listen_fd = -1;
+    }
+    jj_http_conn *c = s->conns;
+    while (c) {
+        jj_http_conn *next = c->next;
+        if ((c->state == S_HEAD && c->in_len == c->in_off) || c->state == S_LINGER) conn_close(c);
+        else c->keep_alive = 0;
+        c = next;
+    }
+    if (s->nconns == 0 && s->drained) {
+        s->drained = NULL;
+        drained(ud);
+    }
+}
+
+void jj_http_server_free(jj_http_server *s) {
+    if (!s) return;
+    s->drained = NULL;
+    while (s->conns) conn_close(s->conns);
+    if (s->listen_fd >= 0) {
+        ev_io_stop(s->loop, &s->accept_io);
+        close(s->listen_fd);
+    }
+    free(s);
+}

@@ -1,0 +1,12 @@
+/* lua_modules.h: the C-backed Lua modules, registered in package.preload of
+ * every VM generation (no injected globals: Lua code requires them). */
+#ifndef JJ_LUA_MODULES_H
+#define JJ_LUA_MODULES_H
+
+#include <lua.h>
+
+int luaopen_engine_core(lua_State *L);   /* lua_core.c */
+int luaopen_engine_redis(lua_State *L);  /* lua_redis.c */
+int luaopen_engine_db(lua_State *L);     /* lua_db.c */
+
+#endif

@@ -1,0 +1,823 @@
+/* redis.c: the engine's Redis client on hiredis 0.14.1 and libev.
+ *
+ * One async connection, pipelined, owned by a jj_redis. The connection goes
+ * CONNECTING -> HANDSHAKE (AUTH, SELECT, SCRIPT LOADs, PING, pipelined) -> UP;
+ * any failure drops it and a jittered, capped exponential backoff timer
+ * starts the next attempt. Commands are accepted only while UP.
+ *
+ * Ownership and lifetime, which hiredis 0.14.1 makes delicate:
+ *  - Every command handed to hiredis carries an `op` (malloc'd here) as its
+ *    privdata. hiredis calls each registered callback exactly once, with the
+ *    reply or with NULL when the context goes away; on_reply frees the op.
+ *    The reply object belongs to hiredis and is freed after the callback.
+ *  - A context freed inside a reply callback (redisAsyncFree while
+ *    REDIS_IN_CALLBACK) is only marked; hiredis frees it after the callback
+ *    returns, running the remaining callbacks with NULL. Freed outside a
+ *    callback, it runs them synchronously, inside redisAsyncFree.
+ *  - Never free a context from the connect or disconnect callbacks: hiredis
+ *    frees it itself right after (failed connect, lost connection) or keeps
+ *    using it (successful connect).
+ *  - When we drop a connection ourselves we first detach it (r->ac = NULL,
+ *    ac->data = NULL), so its late callbacks can tell it is not current and
+ *    its disconnect callback does nothing.
+ *  - User callbacks may call jj_redis_free. The struct is therefore freed
+ *    only when nothing can reach it any more: no current context, no op
+ *    alive (ops point back at it) and no function of ours on the stack
+ *    (busy). See maybe_destroy.
+ */
+#include "redis.h"
+
+#include "log.h"
+#include "sha1.h"
+
+#include <ev.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libev.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define BACKOFF_MIN_MS 25.0
+#define BACKOFF_MAX_MS 500.0
+#define TICK_S 1.0      /* ping period while up */
+#define STALL_S 3.0     /* no reply for this long while commands wait: dead */
+
+#define ERR_UNAVAILABLE "redis unavailable"
+#define ERR_OVERLOADED "redis overloaded"
+#define ERR_LOST "redis connection lost"
+#define ERR_CLOSED "redis closed"
+
+enum state { ST_DOWN = 0, ST_CONNECTING, ST_HANDSHAKE, ST_UP };
+
+enum op_kind {
+    OP_USER,      /* jj_redis_command: deliver to the caller */
+    OP_EVALSHA,   /* jj_redis_evalsha, first or retried EVALSHA */
+    OP_RELOAD,    /* SCRIPT LOAD after NOSCRIPT, then EVALSHA again */
+    OP_HANDSHAKE, /* AUTH / SELECT / SCRIPT LOAD / PING while connecting */
+    OP_PING,      /* latency probe while up */
+    OP_LOAD       /* SCRIPT LOAD of a script registered while connected */
+};
+
+typedef struct script {
+    char sha[41];
+    char *src;     /* owned */
+    size_t len;
+} script;
+
+typedef struct op {
+    jj_redis *r;
+    unsigned conn;         /* generation of the connection it was sent on */
+    int kind;
+    const char *what;      /* handshake step name, for errors */
+    jj_redis_cb *cb;       /* OP_USER, OP_EVALSHA, OP_RELOAD */
+    void *privdata;
+    double sent;           /* ev_time() when sent (pings) */
+    int retried;           /* EVALSHA: NOSCRIPT recovery already used */
+    size_t script;         /* EVALSHA: index into r->scripts */
+    int argc;              /* EVALSHA: owned copy of the full command, */
+    const char **argv;     /* kept for the retry; one allocation with */
+    size_t *argvlen;       /* the op itself */
+} op;
+
+struct jj_redis {
+    struct ev_loop *loop;
+    char *host, *user, *password, *prefix;   /* owned copies */
+    int port, db, max_pending;
+    double connect_timeout_s;
+
+    redisAsyncContext *ac;   /* current connection (any state but DOWN) */
+    unsigned conn;           /* bumped for every connection attempt */
+    int state;
+    int handshake_left;      /* handshake replies still awaited */
+    int ever_up;
+    size_t outstanding;      /* callbacks pending on ac, all kinds */
+    double last_progress;    /* ev_now of the last reply, or of the first send */
+    int ping_inflight;
+    int drop_now;            /* deadline timer armed to drop at once */
+
+    ev_timer retry;          /* backoff before the next connect */
+    ev_timer deadline;       /* connect + handshake timeout */
+    ev_timer tick;           /* ping and stall check while up */
+    double backoff_ms;
+    uint64_t rng;
+
+    size_t pending;          /* accepted user commands not yet called back */
+    size_t ops_alive;        /* ops that point at this struct */
+    int busy;                /* our frames on the stack that use r after freeing an ac */
+    int closing;             /* jj_redis_free was called */
+
+    double latency_ms;
+    uint64_t reconnects, script_reloads;
+    char last_error[256];
+
+    script *scripts;
+    size_t nscripts, cap_scripts;
+};
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void start_connect(jj_redis *r);
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static char *dup_or_null(const char *s) {
+    if (s == NULL)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* xorshift64*: jitter only, no need for quality or for rand()'s global state. */
+static double rand01(jj_redis *r) {
+    r->rng ^= r->rng >> 12;
+    r->rng ^= r->rng << 25;
+    r->rng ^= r->rng >> 27;
+    return (double)((r->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
+}
+
+/* Records the error for the status endpoint; logs it only when it changes,
+ * so a Redis that stays down does not flood the log with one line per retry. */
+static void set_error(jj_redis *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(jj_redis *r, const char *fmt, ...) {
+    char buf[sizeof r->last_error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (strcmp(buf, r->last_error) != 0) {
+        JJ_WARN("redis %s:%d: %s", r->host, r->port, buf);
+        memcpy(r->last_error, buf, sizeof buf);
+    }
+}
+
+static op *op_new(jj_redis *r, int kind, size_t extra) {
+    op *o = calloc(1, sizeof *o + extra);
+    if (o == NULL)
+        return NULL;
+    o->r = r;
+    o->kind = kind;
+    r->ops_alive++;
+    return o;
+}
+
+static void op_free(op *o) {
+    o->r->ops_alive--;
+    free(o);
+}
+
+static void destroy(jj_redis *r) {
+    ev_timer_stop(r->loop, &r->retry);
+    ev_timer_stop(r->loop, &r->deadline);
+    ev_timer_stop(r->loop, &r->tick);
+    for (size_t i = 0; i < r->nscripts; i++)
+        free(r->scripts[i].src);
+    free(r->scripts);
+    free(r->host);
+    free(r->user);
+    free(r->password);
+    free(r->prefix);
+    free(r);
+}
+
+/* Frees r once jj_redis_free was called and nothing refers to it any more.
+ * Returns 1 when r is gone: the caller must not touch it again. */
+static int maybe_destroy(jj_redis *r) {
+    if (r->closing && r->busy == 0 && r->ac == NULL && r->ops_alive == 0) {
+        destroy(r);
+        return 1;
+    }
+    return 0;
+}
+
+/* Hands one command to hiredis on connection ac. Returns 0 when registered
+ * (on_reply will run exactly once for it), -1 otherwise. hiredis copies the
+ * arguments into its output buffer. */
+static int send_op(jj_redis *r, redisAsyncContext *ac, op *o, int argc,
+                   const char **argv, const size_t *argvlen) {
+    if (redisAsyncCommandArgv(ac, on_reply, o, argc, argv, argvlen) != REDIS_OK)
+        return -1;
+    o->conn = r->conn;
+    if (o->kind == OP_PING || o->kind == OP_HANDSHAKE)
+        o->sent = ev_time();   /* latency samples; not worth a clock read per command */
+    if (r->outstanding++ == 0)
+        r->last_progress = ev_now(r->loop);
+    return 0;
+}
+
+/* An internal command (handshake, ping, load) on the current connection. */
+static int send_internal(jj_redis *r, int kind, const char *what, int argc,
+                         const char **argv, const size_t *argvlen) {
+    op *o = op_new(r, kind, 0);
+    if (o == NULL)
+        return -1;
+    o->what = what;
+    if (send_op(r, r->ac, o, argc, argv, argvlen) != 0) {
+        op_free(o);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- connection state ------------------------------------------------- */
+
+/* Forgets the current connection without freeing it; returns it. */
+static redisAsyncContext *detach(jj_redis *r) {
+    redisAsyncContext *ac = r->ac;
+    r->ac = NULL;
+    if (ac)
+        ac->data = NULL;
+    r->state = ST_DOWN;
+    r->outstanding = 0;
+    r->ping_inflight = 0;
+    r->drop_now = 0;
+    ev_timer_stop(r->loop, &r->deadline);
+    ev_timer_stop(r->loop, &r->tick);
+    return ac;
+}
+
+static void schedule_retry(jj_redis *r) {
+    if (r->closing)
+        return;
+    double d = r->backoff_ms;
+    double delay = d / 2 + rand01(r) * (d / 2);
+    r->backoff_ms = d * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d * 2;
+    ev_timer_stop(r->loop, &r->retry);
+    ev_timer_set(&r->retry, delay / 1000.0, 0.);
+    ev_timer_start(r->loop, &r->retry);
+}
+
+/* Drops the current connection ourselves (handshake failure, timeout,
+ * stall) and schedules a reconnect. Pending callbacks run with NULL, either
+ * now (called from a timer) or right after the current reply callback.
+ * Returns 1 when r was freed meanwhile (a user callback freed it). */
+static int drop(jj_redis *r) {
+    redisAsyncContext *ac = detach(r);
+    if (ac) {
+        r->busy++;
+        redisAsyncFree(ac);
+        r->busy--;
+    }
+    if (maybe_destroy(r))
+        return 1;
+    schedule_retry(r);
+    return 0;
+}
+
+/* hiredis is tearing ac down after an I/O error or a server close: note it
+ * and schedule a reconnect. hiredis frees ac itself. */
+static void lost(jj_redis *r, const redisAsyncContext *ac) {
+    const char *why = ac->c.errstr[0] ? ac->c.errstr : "connection closed";
+    if (r->state == ST_UP)
+        set_error(r, "connection lost: %s", why);
+    else
+        set_error(r, "connection failed during handshake: %s", why);
+    detach(r);
+    schedule_retry(r);
+}
+
+static void become_up(jj_redis *r) {
+    r->state = ST_UP;
+    ev_timer_stop(r->loop, &r->deadline);
+    r->backoff_ms = BACKOFF_MIN_MS;
+    if (r->ever_up)
+        r->reconnects++;
+    r->ever_up = 1;
+    ev_timer_set(&r->tick, TICK_S, TICK_S);
+    ev_timer_start(r->loop, &r->tick);
+    JJ_INFO("redis %s:%d: up", r->host, r->port);
+}
+
+/* Arms the deadline timer to drop the connection from the loop; used where
+ * hiredis forbids freeing the context (inside the connect callback). */
+static void drop_soon(jj_redis *r) {
+    r->drop_now = 1;
+    ev_timer_stop(r->loop, &r->deadline);
+    ev_timer_set(&r->deadline, 0., 0.);
+    ev_timer_start(r->loop, &r->deadline);
+}
+
+static int send_handshake(jj_redis *r) {
+    int n = 0;
+    if (r->password) {
+        const char *argv[3] = { "AUTH", r->user ? r->user : r->password, r->password };
+        if (send_internal(r, OP_HANDSHAKE, "AUTH", r->user ? 3 : 2, argv, NULL) != 0)
+            return -1;
+        n++;
+    }
+    if (r->db > 0) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", r->db);
+        const char *argv[2] = { "SELECT", db };
+        if (send_internal(r, OP_HANDSHAKE, "SELECT", 2, argv, NULL) != 0)
+            return -1;
+        n++;
+    }
+    for (size_t i = 0; i < r->nscripts; i++) {
+        const char *argv[3] = { "SCRIPT", "LOAD", r->scripts[i].src };
+        size_t len[3] = { 6, 4, r->scripts[i].len };
+        if (send_internal(r, OP_HANDSHAKE, "SCRIPT LOAD", 3, argv, len) != 0)
+            return -1;
+        n++;
+    }
+    /* A final PING proves the connection answers commands even when there
+     * is nothing else to send (e.g. NOAUTH when no password is configured)
+     * and gives the first latency sample. */
+    const char *ping[1] = { "PING" };
+    if (send_internal(r, OP_HANDSHAKE, "PING", 1, ping, NULL) != 0)
+        return -1;
+    n++;
+    r->handshake_left = n;
+    return 0;
+}
+
+static void on_connect(const redisAsyncContext *cac, int status) {
+    redisAsyncContext *ac = (redisAsyncContext *)cac;
+    jj_redis *r = ac->data;
+    if (r == NULL || r->ac != ac)
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees ac when we return. */
+        set_error(r, "connect failed: %s", ac->c.errstr[0] ? ac->c.errstr : "unknown error");
+        detach(r);
+        schedule_retry(r);
+        return;
+    }
+    r->state = ST_HANDSHAKE;
+    if (send_handshake(r) != 0) {
+        set_error(r, "could not send the handshake");
+        drop_soon(r);
+    }
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+    (void)status;
+    jj_redis *r = ac->data;
+    /* NULL: a connection we dropped ourselves, already accounted for. */
+    if (r == NULL || r->ac != ac)
+        return;
+    lost(r, ac);
+}
+
+static void start_connect(jj_redis *r) {
+    if (r->closing)
+        return;
+    r->conn++;
+    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    if (ac == NULL) {
+        set_error(r, "connect failed: out of memory");
+        schedule_retry(r);
+        return;
+    }
+    if (ac->err) {
+        set_error(r, "connect failed: %s", ac->c.errstr);
+        redisAsyncFree(ac);   /* never connected: no callbacks run */
+        schedule_retry(r);
+        return;
+    }
+    ac->data = r;
+    if (redisLibevAttach(r->loop, ac) != REDIS_OK) {
+        set_error(r, "connect failed: cannot attach to the event loop");
+        redisAsyncFree(ac);
+        schedule_retry(r);
+        return;
+    }
+    /* Order matters in 0.14.1: setting the connect callback arms the write
+     * watcher, so the adapter must be attached first. */
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    r->ac = ac;
+    r->state = ST_CONNECTING;
+    r->outstanding = 0;
+    r->ping_inflight = 0;
+    r->drop_now = 0;
+    ev_timer_stop(r->loop, &r->deadline);
+    ev_timer_set(&r->deadline, r->connect_timeout_s, 0.);
+    ev_timer_start(r->loop, &r->deadline);
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop;
+    (void)revents;
+    start_connect(w->data);
+}
+
+static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop;
+    (void)revents;
+    jj_redis *r = w->data;
+    if (r->state == ST_UP)
+        return;
+    if (!r->drop_now)
+        set_error(r, "connect timed out after %.0f ms", r->connect_timeout_s * 1000);
+    drop(r);
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)revents;
+    jj_redis *r = w->data;
+    if (r->state != ST_UP || r->ac == NULL)
+        return;
+    double stalled = ev_now(loop) - r->last_progress;
+    if (r->outstanding > 0 && stalled > STALL_S) {
+        set_error(r, "no reply for %.1f s; reconnecting", stalled);
+        drop(r);
+        return;
+    }
+    if (!r->ping_inflight) {
+        const char *argv[1] = { "PING" };
+        if (send_internal(r, OP_PING, "PING", 1, argv, NULL) == 0)
+            r->ping_inflight = 1;
+    }
+}
+
+/* ---- replies ----------------------------------------------------------- */
+
+static void deliver(op *o, redisReply *rep) {
+    jj_redis *r = o->r;
+    const char *err = NULL;
+    if (rep == NULL)
+        err = r->closing ? ERR_CLOSED : ERR_LOST;
+    r->pending--;
+    o->cb((const jj_redis_reply *)rep, err, o->privdata);
+}
+
+static void handshake_reply(jj_redis *r, op *o, redisReply *rep, int current) {
+    if (!current || r->state != ST_HANDSHAKE || rep == NULL)
+        return;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        if (strcmp(o->what, "SCRIPT LOAD") != 0) {
+            /* Fatal for this connection: AUTH, SELECT or PING refused. */
+            set_error(r, "%s failed: %s", o->what, rep->str);
+            r->handshake_left = -1;
+            return;
+        }
+        /* A script that does not compile must not keep Redis down for
+         * everyone: its EVALSHA calls will report the error instead. */
+        set_error(r, "SCRIPT LOAD failed: %s", rep->str);
+    }
+    if (strcmp(o->what, "PING") == 0)
+        r->latency_ms = (ev_time() - o->sent) * 1000.0;
+    if (--r->handshake_left == 0)
+        become_up(r);
+}
+
+/* The single hiredis reply callback. Runs exactly once per op registration. */
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
+    op *o = privdata;
+    jj_redis *r = o->r;
+    redisReply *rep = reply;
+    int current = r->ac == ac && o->conn == r->conn;
+
+    if (current) {
+        if (r->outstanding > 0)
+            r->outstanding--;
+        r->last_progress = ev_now(r->loop);
+        if (rep == NULL) {
+            /* hiredis is failing everything: make the client "down" before
+             * any user callback runs, so none of them can send. */
+            lost(r, ac);
+            current = 0;
+        }
+    }
+
+    switch (o->kind) {
+    case OP_USER:
+        deliver(o, rep);
+        break;
+    case OP_EVALSHA:
+        if (rep && rep->type == REDIS_REPLY_ERROR && !o->retried && current &&
+            r->state == ST_UP && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+            /* Redis lost the script (restart, SCRIPT FLUSH): load it and
+             * run it again, once. The op stays alive for the retry. */
+            script *s = &r->scripts[o->script];
+            const char *argv[3] = { "SCRIPT", "LOAD", s->src };
+            size_t len[3] = { 6, 4, s->len };
+            o->retried = 1;
+            o->kind = OP_RELOAD;
+            r->script_reloads++;
+            if (send_op(r, ac, o, 3, argv, len) == 0)
+                return;
+            deliver(o, NULL);
+            break;
+        }
+        deliver(o, rep);
+        break;
+    case OP_RELOAD:
+        if (rep && rep->type != REDIS_REPLY_ERROR) {
+            o->kind = OP_EVALSHA;
+            if (current && send_op(r, ac, o, o->argc, o->argv, o->argvlen) == 0)
+                return;
+            rep = NULL;   /* the connection is going away */
+        }
+        /* The SCRIPT LOAD error (e.g. a compile error) is the answer. */
+        deliver(o, rep);
+        break;
+    case OP_HANDSHAKE:
+        handshake_reply(r, o, rep, current);
+        if (r->handshake_left < 0 && current) {
+            op_free(o);
+            drop(r);   /* in a callback: hiredis frees ac after we return */
+            return;    /* r may be gone */
+        }
+        break;
+    case OP_PING:
+        if (current) {
+            r->ping_inflight = 0;
+            if (rep && rep->type != REDIS_REPLY_ERROR)
+                r->latency_ms = (ev_time() - o->sent) * 1000.0;
+        }
+        break;
+    case OP_LOAD:
+        if (rep && rep->type == REDIS_REPLY_ERROR)
+            set_error(r, "SCRIPT LOAD failed: %s", rep->str);
+        break;
+    }
+    op_free(o);
+    maybe_destroy(r);
+}
+
+/* ---- public API -------------------------------------------------------- */
+
+jj_redis *jj_redis_new(struct ev_loop *loop, const jj_redis_config *cfg) {
+    if (loop == NULL || cfg == NULL)
+        return NULL;
+    jj_redis *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->loop = loop;
+    r->host = dup_or_null(cfg->host && cfg->host[0] ? cfg->host : "127.0.0.1");
+    r->user = cfg->user && cfg->user[0] ? dup_or_null(cfg->user) : NULL;
+    r->password = cfg->password && cfg->password[0] ? dup_or_null(cfg->password) : NULL;
+    r->prefix = dup_or_null(cfg->prefix ? cfg->prefix : "");
+    if (r->host == NULL || r->prefix == NULL || (cfg->user && cfg->user[0] && !r->user) ||
+        (cfg->password && cfg->password[0] && !r->password)) {
+        destroy(r);
+        return NULL;
+    }
+    r->port = cfg->port > 0 ? cfg->port : 6379;
+    r->db = cfg->db;
+    r->max_pending = cfg->max_pending > 0 ? cfg->max_pending : 10000;
+    r->connect_timeout_s = (cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 1000) / 1000.0;
+    r->backoff_ms = BACKOFF_MIN_MS;
+    r->latency_ms = -1;
+    r->rng = (uint64_t)(ev_time() * 1e6) ^ ((uint64_t)(uintptr_t)r << 16) ^ (uint64_t)getpid();
+    if (r->rng == 0)
+        r->rng = 0x9e3779b97f4a7c15ULL;
+    ev_init(&r->retry, retry_cb);
+    ev_init(&r->deadline, deadline_cb);
+    ev_init(&r->tick, tick_cb);
+    r->retry.data = r->deadline.data = r->tick.data = r;
+    start_connect(r);
+    return r;
+}
+
+void jj_redis_free(jj_redis *r) {
+    if (r == NULL || r->closing)
+        return;
+    r->closing = 1;
+    ev_timer_stop(r->loop, &r->retry);
+    redisAsyncContext *ac = detach(r);
+    if (ac) {
+        /* Outside a callback this runs every pending callback now, with
+         * "redis closed"; inside one, hiredis does it after it returns and
+         * the last op frees r. */
+        r->busy++;
+        redisAsyncFree(ac);
+        r->busy--;
+    }
+    maybe_destroy(r);
+}
+
+static size_t arglen(const char **argv, const size_t *argvlen, int i) {
+    return argvlen ? argvlen[i] : strlen(argv[i]);
+}
+
+static int name_is(const char *s, size_t len, const char *name) {
+    return len == strlen(name) && strncasecmp(s, name, len) == 0;
+}
+
+/* Commands that would break the one-reply-per-command pairing of a shared
+ * pipelined connection, or change its state under everyone's feet. */
+static const char *refused(int argc, const char **argv, const size_t *argvlen) {
+    static const char *const names[] = {
+        "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe",
+        "sunsubscribe", "monitor", "quit", "reset", "hello", "auth", "select", NULL
+    };
+    const char *c = argv[0];
+    size_t n = arglen(argv, argvlen, 0);
+    if (name_is(c, n, "keys"))
+        return "KEYS is not allowed; use SCAN";
+    for (int i = 0; names[i]; i++)
+        if (name_is(c, n, names[i]))
+            return "command not allowed on the shared connection";
+    if (argc > 1 && name_is(c, n, "client") && name_is(argv[1], arglen(argv, argvlen, 1), "reply"))
+        return "command not allowed on the shared connection";
+    return NULL;
+}
+
+/* Common gate of jj_redis_command and jj_redis_evalsha. */
+static const char *check_ready(jj_redis *r) {
+    if (r == NULL || r->closing || r->state != ST_UP || r->ac == NULL)
+        return ERR_UNAVAILABLE;
+    if (r->pending >= (size_t)r->max_pending)
+        return ERR_OVERLOADED;
+    return NULL;
+}
+
+int jj_redis_command(jj_redis *r, int argc, const char **argv, const size_t *argvlen,
+                     jj_redis_cb *cb, void *privdata, const char **err) {
+    const char *e = NULL;
+    if (argc <= 0 || argv == NULL || cb == NULL)
+        e = "bad command";
+    else if ((e = check_ready(r)) == NULL)
+        e = refused(argc, argv, argvlen);
+    if (e == NULL) {
+        op *o = op_new(r, OP_USER, 0);
+        if (o == NULL) {
+            e = "out of memory";
+        } else {
+            o->cb = cb;
+            o->privdata = privdata;
+            if (send_op(r, r->ac, o, argc, argv, argvlen) == 0) {
+                r->pending++;
+                return 0;
+            }
+            op_free(o);
+            e = ERR_UNAVAILABLE;
+        }
+    }
+    if (err)
+        *err = e;
+    return -1;
+}
+
+static long find_script(const jj_redis *r, const char *sha) {
+    for (size_t i = 0; i < r->nscripts; i++)
+        if (strncmp(r->scripts[i].sha, sha, 40) == 0)
+            return (long)i;
+    return -1;
+}
+
+int jj_redis_script(jj_redis *r, const char *src, size_t len, char sha[41]) {
+    if (r == NULL || src == NULL || sha == NULL)
+        return -1;
+    jj_sha1_hex(src, len, sha);
+    if (find_script(r, sha) >= 0)
+        return 0;
+    if (r->nscripts == r->cap_scripts) {
+        size_t cap = r->cap_scripts ? r->cap_scripts * 2 : 8;
+        script *s = realloc(r->scripts, cap * sizeof *s);
+        if (s == NULL)
+            return -1;
+        r->scripts = s;
+        r->cap_scripts = cap;
+    }
+    script *s = &r->scripts[r->nscripts];
+    s->src = malloc(len + 1);
+    if (s->src == NULL)
+        return -1;
+    memcpy(s->src, src, len);
+    s->src[len] = '\0';
+    s->len = len;
+    memcpy(s->sha, sha, 41);
+    r->nscripts++;
+    /* Already connected: load it now so the first EVALSHA finds it. A
+     * connection still connecting loads it in its handshake. */
+    if (r->ac && (r->state == ST_HANDSHAKE || r->state == ST_UP)) {
+        const char *argv[3] = { "SCRIPT", "LOAD", s->src };
+        size_t alen[3] = { 6, 4, s->len };
+        send_internal(r, OP_LOAD, "SCRIPT LOAD", 3, argv, alen);
+    }
+    return 0;
+}
+
+int jj_redis_evalsha(jj_redis *r, const char sha[41], int numkeys, int argc,
+                     const char **argv, const size_t *argvlen,
+                     jj_redis_cb *cb, void *privdata, const char **err) {
+    const char *e = NULL;
+    long idx = -1;
+    if (sha == NULL || cb == NULL || numkeys < 0 || argc < numkeys || (argc > 0 && argv == NULL))
+        e = "bad command";
+    else if ((e = check_ready(r)) == NULL && (idx = find_script(r, sha)) < 0)
+        e = "unknown script";
+    if (e) {
+        if (err)
+            *err = e;
+        return -1;
+    }
+
+    /* Keep the whole EVALSHA command in the op for a NOSCRIPT retry: the
+     * pointer arrays, then the bytes, in the op's own allocation. */
+    char nk[16];
+    int nklen = snprintf(nk, sizeof nk, "%d", numkeys);
+    int total = argc + 3;
+    size_t bytes = 40 + (size_t)nklen;
+    for (int i = 0; i < argc; i++)
+        bytes += arglen(argv, argvlen, i);
+    size_t extra = (size_t)total * (sizeof(char *) + sizeof(size_t)) + bytes;
+    op *o = op_new(r, OP_EVALSHA, extra);
+    if (o == NULL) {
+        if (err)
+            *err = "out of memory";
+        return -1;
+    }
+    o->argvlen = (size_t *)(o + 1);
+    o->argv = (const char **)(o->argvlen + total);
+    char *p = (char *)(o->argv + total);
+    o->argv[0] = "EVALSHA";
+    o->argvlen[0] = 7;
+    memcpy(p, r->scripts[idx].sha, 40);
+    o->argv[1] = p;
+    o->argvlen[1] = 40;
+    p += 40;
+    memcpy(p, nk, (size_t)nklen);
+    o->argv[2] = p;
+    o->argvlen[2] = (size_t)nklen;
+    p += nklen;
+    for (int i = 0; i < argc; i++) {
+        size_t n = arglen(argv, argvlen, i);
+        if (n)
+            memcpy(p, argv[i], n);
+        o->argv[3 + i] = p;
+        o->argvlen[3 + i] = n;
+        p += n;
+    }
+    o->argc = total;
+    o->script = (size_t)idx;
+    o->cb = cb;
+    o->privdata = privdata;
+    if (send_op(r, r->ac, o, o->argc, o->argv, o->argvlen) != 0) {
+        op_free(o);
+        if (err)
+            *err = ERR_UNAVAILABLE;
+        return -1;
+    }
+    r->pending++;
+    return 0;
+}
+
+const char *jj_redis_prefix(const jj_redis *r) {
+    return r->prefix;
+}
+
+void jj_redis_get_status(const jj_redis *r, jj_redis_status *st) {
+    st->up = !r->closing && r->state == ST_UP;
+    st->latency_ms = r->latency_ms;
+    st->reconnects = r->reconnects;
+    st->script_reloads = r->script_reloads;
+    st->last_error = r->last_error;
+}
+
+/* ---- reply accessors: jj_redis_reply is hiredis's redisReply ----------- */
+
+static const redisReply *rr(const jj_redis_reply *r) {
+    return (const redisReply *)r;
+}
+
+int jj_reply_type(const jj_redis_reply *r) {
+    if (r == NULL)
+        return JJ_REPLY_NIL;
+    switch (rr(r)->type) {
+    case REDIS_REPLY_STRING: return JJ_REPLY_STRING;
+    case REDIS_REPLY_ARRAY: return JJ_REPLY_ARRAY;
+    case REDIS_REPLY_INTEGER: return JJ_REPLY_INTEGER;
+    case REDIS_REPLY_STATUS: return JJ_REPLY_STATUS;
+    case REDIS_REPLY_ERROR: return JJ_REPLY_ERROR;
+    default: return JJ_REPLY_NIL;
+    }
+}
+
+const char *jj_reply_str(const jj_redis_reply *r, size_t *len) {
+    int t = jj_reply_type(r);
+    if (t != JJ_REPLY_STRING && t != JJ_REPLY_STATUS && t != JJ_REPLY_ERROR) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    if (len)
+        *len = rr(r)->len;
+    return rr(r)->str;
+}
+
+long long jj_reply_integer(const jj_redis_reply *r) {
+    return jj_reply_type(r) == JJ_REPLY_INTEGER ? rr(r)->integer : 0;
+}
+
+size_t jj_reply_elements(const jj_redis_reply *r) {
+    return jj_reply_type(r) == JJ_REPLY_ARRAY ? rr(r)->elements : 0;
+}
+
+const jj_redis_reply *jj_reply_element(const jj_redis_reply *r, size_t i) {
+    if (jj_reply_type(r) != JJ_REPLY_ARRAY || i >= rr(r)->elements)
+        return NULL;
+    return (const jj_redis_reply *)rr(r)->element[i];
+}

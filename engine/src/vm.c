@@ -1,0 +1,313 @@
+/* vm.c: Lua VM generations, tasks and waits (see vm.h and task.h). */
+#include "vm.h"
+#include "task.h"
+#include "engine.h"
+#include "log.h"
+#include "lua_modules.h"
+
+#include <ev.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Instructions between two count-hook calls: small enough to stop a runaway
+ * loop quickly, large enough to cost nothing measurable. */
+#define HOOK_STEP 10000
+
+struct jj_gen {
+    lua_State *L;
+    jj_engine *engine;
+    unsigned number;
+    int refs;              /* engine's (while current) + one per live task */
+    size_t mem, mem_limit;
+    int entry_ref;         /* registry ref of jollyjet.app's handle, or LUA_NOREF */
+    jj_task *running;      /* task being resumed right now */
+};
+
+struct jj_task {
+    jj_gen *gen;
+    lua_State *co;
+    int co_ref;
+    long instr, limit;     /* instructions run, budget (0 = unlimited) */
+    int killed;
+    jj_wait *wait;         /* the wait this task is suspended in, if any */
+    jj_task_done *done;
+    void *ud;
+};
+
+struct jj_wait {
+    jj_task *task;         /* NULL once the coroutine side has ended */
+    ev_timer timer;
+    int refs;              /* operation's + coroutine's */
+    struct ev_loop *loop;
+};
+
+static long live_tasks;
+
+/* ---------------------------------------------------------------- gens */
+
+static jj_gen **gen_slot(lua_State *L) { return (jj_gen **)lua_getextraspace(L); }
+
+/* Every thread of a VM carries its generation in the extra space (Lua
+ * copies the main thread's extra space into each new thread). */
+static jj_gen *gen_of(lua_State *L) { return *gen_slot(L); }
+
+jj_engine *jj_engine_of(lua_State *L) { return gen_of(L)->engine; }
+
+static void *gen_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    jj_gen *g = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        g->mem -= old;
+        return NULL;
+    }
+    /* Refusing an allocation makes Lua run an emergency collection and
+     * then raise "not enough memory" in the allocating coroutine. */
+    if (nsize > old && g->mem + (nsize - old) > g->mem_limit) return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p) g->mem = g->mem - old + nsize;
+    return p;
+}
+
+static void gen_close(jj_gen *g) {
+    if (g->L) lua_close(g->L);
+    free(g);
+}
+
+static void gen_unref(jj_gen *g) {
+    if (--g->refs == 0) gen_close(g);
+}
+
+void jj_gen_release(jj_gen *g) { if (g) gen_unref(g); }
+unsigned jj_gen_number(const jj_gen *g) { return g->number; }
+lua_State *jj_gen_state(jj_gen *g) { return g->L; }
+size_t jj_gen_memory(const jj_gen *g) { return g->mem; }
+int jj_gen_entry_ref(const jj_gen *g) { return g->entry_ref; }
+
+/* [-0, +0, e] Runs inside lua_pcall on a fresh VM: libraries, module path,
+ * preloads, then (for an app generation) jollyjet.app. */
+static int gen_init(lua_State *L) {
+    jj_gen *g = gen_of(L);
+    const jj_config *cfg = jj_engine_config(g->engine);
+    int kind = (int)lua_tointeger(L, 1);
+    luaL_openlibs(L);
+
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", cfg->lua_dir, cfg->lua_dir, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 1);
+    luaL_getsubtable(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_engine_core);
+    lua_setfield(L, -2, "engine.core");
+    lua_pushcfunction(L, luaopen_engine_redis);
+    lua_setfield(L, -2, "engine.redis");
+    lua_pushcfunction(L, luaopen_engine_db);
+    lua_setfield(L, -2, "engine.db");
+    lua_pop(L, 2);
+
+    if (kind == JJ_GEN_APP) {
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "jollyjet.app");
+        lua_call(L, 1, 1);
+        if (!lua_istable(L, -1)) luaL_error(L, "jollyjet.app must return a module table");
+        lua_getfield(L, -1, "handle");
+        if (!lua_isfunction(L, -1)) luaL_error(L, "jollyjet.app has no handle function");
+        g->entry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    return 0;
+}
+
+jj_gen *jj_gen_new(jj_engine *e, int kind, unsigned number, char *err, size_t errlen) {
+    jj_gen *g = calloc(1, sizeof *g);
+    if (!g) { snprintf(err, errlen, "out of memory"); return NULL; }
+    g->engine = e;
+    g->number = number;
+    g->refs = 1;
+    g->entry_ref = LUA_NOREF;
+    g->mem_limit = jj_engine_config(e)->lua_memory_limit;
+    g->L = lua_newstate(gen_alloc, g);
+    if (!g->L) { free(g); snprintf(err, errlen, "cannot create Lua state"); return NULL; }
+    *gen_slot(g->L) = g;
+    lua_pushcfunction(g->L, gen_init);
+    lua_pushinteger(g->L, kind);
+    if (lua_pcall(g->L, 1, 0, 0) != LUA_OK) {
+        const char *msg = lua_tostring(g->L, -1);
+        snprintf(err, errlen, "%s", msg ? msg : "(error object is not a string)");
+        gen_close(g);
+        return NULL;
+    }
+    lua_settop(g->L, 0);
+    lua_gc(g->L, LUA_GCGEN, 0, 0);
+    return g;
+}
+
+/* --------------------------------------------------------------- tasks */
+
+static void count_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    jj_task *t = gen_of(L)->running;
+    if (!t || t->limit <= 0) return;
+    t->instr += HOOK_STEP;
+    if (t->instr <= t->limit) return;
+    t->killed = 1;
+    /* Yielding out of the hook cannot be caught by the handler's pcall, so a
+     * runaway loop wrapped in pcall still ends; where a yield is impossible
+     * (inside a C boundary) raise instead, and again at the next step. */
+    if (L == t->co && lua_isyieldable(L)) lua_yield(L, 0);
+    luaL_error(L, "instruction limit exceeded (%d instructions)", (int)t->limit);
+}
+
+static int new_thread(lua_State *L) {
+    lua_newthread(L);
+    return 1;
+}
+
+jj_task *jj_task_new(jj_gen *g, jj_task_done *done, void *ud) {
+    jj_task *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    lua_State *L = g->L;
+    lua_pushcfunction(L, new_thread);
+    if (lua_pcall(L, 0, 1, 0) != LUA_OK) {   /* out of VM memory */
+        lua_pop(L, 1);
+        free(t);
+        return NULL;
+    }
+    t->co = lua_tothread(L, -1);
+    t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->gen = g;
+    g->refs++;
+    t->done = done;
+    t->ud = ud;
+    t->limit = jj_engine_config(g->engine)->instruction_limit;
+    lua_sethook(t->co, count_hook, LUA_MASKCOUNT, HOOK_STEP);
+    live_tasks++;
+    return t;
+}
+
+lua_State *jj_task_state(jj_task *t) { return t->co; }
+void jj_task_detach(jj_task *t) { t->done = NULL; t->ud = NULL; }
+void jj_task_unlimited(jj_task *t) { t->limit = 0; }
+long jj_task_count(void) { return live_tasks; }
+
+/* [-0, +1, m] The error at the top of co, with co's traceback, as a string
+ * on the main thread. Runs under pcall: a traceback allocates. */
+static int traceback(lua_State *L) {
+    lua_State *co = lua_tothread(L, 1);
+    const char *msg = lua_tostring(co, -1);
+    if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(co, -1));
+    luaL_traceback(L, co, msg, 0);
+    return 1;
+}
+
+static void task_finish(jj_task *t, int status, int nres) {
+    jj_gen *g = t->gen;
+    lua_State *L = g->L;
+    const char *errmsg = NULL;
+    if (status != LUA_OK) {
+        if (t->killed) {
+            lua_pushfstring(L, "instruction limit exceeded (%I instructions)", (lua_Integer)t->limit);
+        } else {
+            lua_pushcfunction(L, traceback);
+            lua_pushthread(t->co);
+            lua_xmove(t->co, L, 1);
+            if (lua_pcall(L, 1, 1, 0) != LUA_OK) { lua_pop(L, 1); lua_pushliteral(L, "error (no traceback: out of memory)"); }
+        }
+        errmsg = lua_tostring(L, -1);
+    }
+    if (t->done) t->done(t, status, t->co, nres, errmsg, t->ud);
+    if (status != LUA_OK) {
+        lua_pop(L, 1);
+        /* Close pending to-be-closed variables of the dead coroutine. */
+        lua_resetthread(t->co);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+    live_tasks--;
+    free(t);
+    gen_unref(g);
+}
+
+static void task_resume(jj_task *t, int nargs) {
+    jj_gen *g = t->gen;
+    jj_task *prev = g->running;
+    int nres = 0;
+    g->running = t;
+    int st = lua_resume(t->co, NULL, nargs, &nres);
+    g->running = prev;
+    if (st == LUA_YIELD) {
+        if (t->killed) { task_finish(t, LUA_ERRRUN, 0); return; }
+        if (t->wait) return;   /* suspended in an engine call */
+        lua_pop(t->co, nres);
+        lua_pushliteral(t->co, "coroutine.yield() outside a coroutine of the handler's own");
+        task_finish(t, LUA_ERRRUN, 0);
+        return;
+    }
+    if (st == LUA_OK) { task_finish(t, LUA_OK, nres); return; }
+    task_finish(t, st, 0);
+}
+
+void jj_task_run(jj_task *t, int nargs) { task_resume(t, nargs); }
+
+/* --------------------------------------------------------------- waits */
+
+static void wait_unref(jj_wait *w) {
+    if (--w->refs == 0) free(w);
+}
+
+static void wait_timeout(struct ev_loop *loop, ev_timer *timer, int revents) {
+    (void)loop; (void)revents;
+    jj_wait *w = timer->data;
+    jj_task *t = w->task;
+    w->task = NULL;
+    t->wait = NULL;
+    wait_unref(w);                       /* the coroutine's reference */
+    lua_pushnil(t->co);
+    lua_pushliteral(t->co, "timeout");
+    task_resume(t, 2);
+}
+
+jj_wait *jj_wait_new(lua_State *L, double timeout_ms) {
+    jj_gen *g = gen_of(L);
+    jj_task *t = g->running;
+    if (!t || t->co != L)
+        luaL_error(L, "engine I/O is only possible in a request task (not at load time or in a nested coroutine)");
+    if (!lua_isyieldable(L))
+        luaL_error(L, "engine I/O cannot yield here (inside a metamethod or C callback)");
+    if (t->wait) luaL_error(L, "task is already waiting");
+    jj_wait *w = malloc(sizeof *w);
+    if (!w) luaL_error(L, "not enough memory");
+    if (timeout_ms <= 0) timeout_ms = jj_engine_io_timeout_ms(g->engine);
+    w->task = t;
+    w->refs = 2;
+    w->loop = jj_engine_loop(g->engine);
+    ev_timer_init(&w->timer, wait_timeout, timeout_ms / 1000.0, 0.);
+    w->timer.data = w;
+    t->wait = w;
+    return w;
+}
+
+void jj_wait_abandon(jj_wait *w) {
+    w->task->wait = NULL;
+    free(w);
+}
+
+int jj_wait_yield(lua_State *L, jj_wait *w) {
+    ev_timer_start(w->loop, &w->timer);
+    return lua_yield(L, 0);
+}
+
+lua_State *jj_wait_target(jj_wait *w) { return w->task ? w->task->co : NULL; }
+
+void jj_wait_resume(jj_wait *w, int nresults) {
+    jj_task *t = w->task;
+    ev_timer_stop(w->loop, &w->timer);
+    t->wait = NULL;
+    w->task = NULL;
+    free(w);                             /* both references end here */
+    task_resume(t, nresults);
+}
+
+void jj_wait_release(jj_wait *w) { wait_unref(w); }

@@ -1,0 +1,79 @@
+-- jollyjet.app: the application one generation serves. Loading it validates
+-- every policy and builds the router from lua/handlers/*.lua; the engine
+-- calls app.handle(req) in a fresh coroutine for every request and turns
+-- its results (status, headers, body) into the response.
+--
+-- A handler module returns { routes = { {method, pattern, fn, meta?}, ... } }
+-- and each fn(req) returns status, body, headers: body may be a string or a
+-- table (sent as JSON).
+local core = require "engine.core"
+local router = require "jollyjet.router"
+local policy = require "jollyjet.policy"
+local http = require "jollyjet.http"
+
+local type, ipairs, error, xpcall, tostring = type, ipairs, error, xpcall, tostring
+local traceback = debug.traceback
+
+local _M = {}
+
+policy.load_all()
+
+local r = router.new()
+_M.router = r
+
+local dir = core.config().lua_dir .. "/handlers"
+local names = core.list_dir(dir, ".lua") or {}
+for _, file in ipairs(names) do
+  local modname = "handlers." .. file:sub(1, -5)
+  local mod = require(modname)
+  if type(mod) ~= "table" or type(mod.routes) ~= "table" then
+    error(dir .. "/" .. file .. ":1: handler module must return { routes = {...} }", 0)
+  end
+  for i, route in ipairs(mod.routes) do
+    local ok, err = pcall(r.add, r, route[1], route[2], route[3], route[4])
+    if not ok then error(("%s/%s:1: route %d: %s"):format(dir, file, i, err), 0) end
+  end
+end
+
+local function finish(status, body, headers)
+  if type(body) == "table" then
+    local s, b, h = http.json(status, body, headers)
+    return s, h, b
+  end
+  return status, headers, body
+end
+
+local function on_error(e)
+  if http.is_failure(e) then return e end
+  return traceback(tostring(e), 2)
+end
+
+function _M.handle(req)
+  local route, params, allow = r:match(req.method, req.path)
+  if not route then
+    if allow then
+      local s, b, h = http.error(405, "method_not_allowed",
+        req.method .. " is not allowed on " .. req.path)
+      h.Allow = allow
+      return s, h, b
+    end
+    local s, b, h = http.error(404, "not_found", "no route for " .. req.path)
+    return s, h, b
+  end
+  local args, qerr = http.parse_query(req.query)
+  if not args then
+    local s, b, h = http.error(400, "bad_request", qerr)
+    return s, h, b
+  end
+  req.params, req.args, req.route = params, args, route.pattern
+  local ok, status, body, headers = xpcall(route.handler, on_error, req)
+  if ok then return finish(status, body, headers) end
+  if http.is_failure(status) then
+    local e = status
+    local s, b, h = http.error(e.status, e.code, e.message, e.extra)
+    return s, h, b
+  end
+  error(status, 0)   -- a bug: the engine logs the traceback and answers 500
+end
+
+return _M

@@ -1,0 +1,252 @@
+"""Integration-test harness: real redis-server, real jollyjet processes,
+real HTTP over sockets. Standard library only.
+
+Every wait is bounded; every process started here is stopped at exit."""
+import atexit
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SRC = os.environ.get("JJ_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("JJ_BIN") or os.path.join(SRC, "build", "jollyjet")
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+_procs = []
+
+
+def _cleanup():
+    for p in _procs:
+        if p.poll() is None:
+            try:
+                p.kill()
+                p.wait(timeout=5)
+            except Exception:
+                pass
+
+
+atexit.register(_cleanup)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(pred, timeout, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - keep polling until the deadline
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Redis:
+    """A redis-server of the test's own on a free loopback port."""
+
+    def __init__(self, port=None, password=None):
+        self.port = port or free_port()
+        self.password = password
+        self.dir = tempfile.mkdtemp(prefix="jj-redis-")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _procs.append(self.proc)
+        wait_until(self.ping, 5, what=f"redis on {self.port}")
+
+    def ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                if self.password:
+                    s.sendall(f"AUTH {self.password}\r\n".encode())
+                    s.recv(100)
+                s.sendall(b"PING\r\n")
+                return s.recv(100).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def command(self, *args):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            payload = f"*{len(args)}\r\n" + "".join(f"${len(str(a).encode())}\r\n{a}\r\n" for a in args)
+            s.sendall(payload.encode())
+            return s.recv(65536)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Engine:
+    """A jollyjet master with its workers, on a copy of lua/ and policies/
+    (plus the test handlers) so tests can edit files freely."""
+
+    def __init__(self, redis_port, workers=2, env=None, extra_handlers=True, wait=True, start=True):
+        self.dir = tempfile.mkdtemp(prefix="jj-engine-")
+        self.lua_dir = os.path.join(self.dir, "lua")
+        self.policy_dir = os.path.join(self.dir, "policies")
+        shutil.copytree(os.path.join(SRC, "lua"), self.lua_dir)
+        shutil.copytree(os.path.join(SRC, "policies"), self.policy_dir)
+        if extra_handlers:
+            for f in os.listdir(os.path.join(FIXTURES, "handlers")):
+                shutil.copy(os.path.join(FIXTURES, "handlers", f), os.path.join(self.lua_dir, "handlers", f))
+        self.port = free_port()
+        self.env = dict(os.environ)
+        self.env.update({
+            "PORT": str(self.port), "HOST": "127.0.0.1", "WORKERS": str(workers),
+            "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_port),
+            "REDIS_KEY_PREFIX": f"it{self.port}:",
+            "DB_PATH": os.path.join(self.dir, "var", "jj.db"),
+            "LUA_DIR": self.lua_dir, "POLICY_DIR": self.policy_dir,
+            "MIGRATIONS_DIR": os.path.join(SRC, "engine", "migrations"),
+            "PID_FILE": os.path.join(self.dir, "var", "jj.pid"),
+            "LOG_LEVEL": "info",
+        })
+        self.env.pop("REDIS_URL", None)
+        if env:
+            self.env.update(env)
+        self.log_path = os.path.join(self.dir, "engine.log")
+        self.proc = None
+        self.log = open(self.log_path, "ab")
+        if start:
+            self.start(wait)
+
+    def start(self, wait=True):
+        self.proc = subprocess.Popen([BIN, "serve"], env=self.env, stdout=self.log, stderr=self.log,
+                                     cwd=SRC)
+        _procs.append(self.proc)
+        if wait:
+            wait_until(lambda: self.get("/health", timeout=1)[0] in (200, 503), 20, 0.05, "engine /health")
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def request(self, method, path, body=None, headers=None, timeout=10):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            return r.status, dict(r.getheaders()), data
+        finally:
+            c.close()
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def json(self, method, path, body=None, headers=None, timeout=10):
+        status, hdrs, data = self.request(method, path, body, headers, timeout)
+        return status, hdrs, (json.loads(data) if data else None)
+
+    def raw(self, payload, timeout=5, read_until_close=True):
+        """Send raw bytes, return everything read until close or timeout."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(payload)
+            out = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+                    if not read_until_close:
+                        break
+            except socket.timeout:
+                pass
+            return out
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=30):
+        if self.proc is None:
+            return 0
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("engine did not stop within %ss" % timeout)
+        return self.proc.returncode
+
+    def close(self):
+        try:
+            self.stop()
+        finally:
+            self.log.close()
+            if os.environ.get("JJ_KEEP_TMP") != "1":
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def parse_responses(data):
+    """Split a byte stream into (status, headers, body) triples (Content-Length framing)."""
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        hdrs = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        n = int(hdrs.get("content-length", "0"))
+        if status in (100,):
+            data = rest
+            continue
+        out.append((status, hdrs, rest[:n]))
+        data = rest[n:]
+    return out
+
+
+class Runner:
+    """Tiny test runner: named checks, one line each, the plain summary line."""
+
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def run(self, name, fn, *args):
+        t0 = time.monotonic()
+        try:
+            fn(*args)
+            self.passed += 1
+            print(f"ok   {name} ({time.monotonic() - t0:.2f}s)", flush=True)
+        except Exception as e:  # noqa: BLE001
+            self.failed += 1
+            import traceback
+            print(f"FAIL {name}: {e}", flush=True)
+            traceback.print_exc()
+
+    def done(self):
+        print(f"{self.passed} passed, {self.failed} failed", flush=True)
+        sys.exit(1 if self.failed else 0)

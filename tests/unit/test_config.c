@@ -1,0 +1,87 @@
+/* Configuration: defaults, REDIS_URL parsing, and errors that name the
+ * variable. */
+#include "config.h"
+#include "jj_test.h"
+
+#include <string.h>
+
+typedef struct { const char *k[16]; const char *v[16]; int n; } fake_env;
+
+static const char *lookup(const char *name, void *ud) {
+    fake_env *e = ud;
+    for (int i = 0; i < e->n; i++)
+        if (strcmp(e->k[i], name) == 0) return e->v[i];
+    return NULL;
+}
+
+static int load(jj_config *c, char *err, const char *k1, const char *v1, const char *k2, const char *v2) {
+    fake_env e = {{0}, {0}, 0};
+    if (k1) { e.k[e.n] = k1; e.v[e.n++] = v1; }
+    if (k2) { e.k[e.n] = k2; e.v[e.n++] = v2; }
+    return jj_config_load_from(c, lookup, &e, err, 256);
+}
+
+int main(void) {
+    jj_config c;
+    char err[256];
+
+    /* defaults */
+    CHECK_INT(load(&c, err, NULL, NULL, NULL, NULL), 0);
+    CHECK_INT(c.port, 8080);
+    CHECK_STR(c.host, "0.0.0.0");
+    CHECK(c.workers >= 1);
+    CHECK_STR(c.redis_host, "127.0.0.1");
+    CHECK_INT(c.redis_port, 6379);
+    CHECK_STR(c.db_path, "var/jollyjet.db");
+    CHECK_STR(c.lua_dir, "lua");
+    CHECK_STR(c.policy_dir, "policies");
+    CHECK_INT(c.max_body, 1 << 20);
+    CHECK_INT(c.has_admin_token, 0);
+
+    /* REDIS_URL with user, password, port and db */
+    CHECK_INT(load(&c, err, "REDIS_URL", "redis://app:s%40cret@cache.local:6380/3", NULL, NULL), 0);
+    CHECK_STR(c.redis_host, "cache.local");
+    CHECK_INT(c.redis_port, 6380);
+    CHECK_STR(c.redis_user, "app");
+    CHECK_STR(c.redis_password, "s@cret");
+    CHECK_INT(c.redis_db, 3);
+
+    /* password only */
+    CHECK_INT(load(&c, err, "REDIS_URL", "redis://:pw@localhost", NULL, NULL), 0);
+    CHECK_STR(c.redis_user, "");
+    CHECK_STR(c.redis_password, "pw");
+    CHECK_INT(c.redis_port, 6379);
+
+    /* errors name the variable */
+    CHECK_INT(load(&c, err, "PORT", "eighty", NULL, NULL), -1);
+    CHECK(strncmp(err, "PORT:", 5) == 0);
+    CHECK_INT(load(&c, err, "PORT", "70000", NULL, NULL), -1);
+    CHECK(strstr(err, "between 1 and 65535") != NULL);
+    CHECK_INT(load(&c, err, "WORKERS", "0", NULL, NULL), -1);
+    CHECK(strncmp(err, "WORKERS:", 8) == 0);
+    CHECK_INT(load(&c, err, "REDIS_URL", "http://x", NULL, NULL), -1);
+    CHECK(strncmp(err, "REDIS_URL:", 10) == 0);
+    CHECK_INT(load(&c, err, "REDIS_URL", "redis://host:0", NULL, NULL), -1);
+    CHECK_INT(load(&c, err, "REDIS_URL", "redis://host/99", NULL, NULL), -1);
+    CHECK_INT(load(&c, err, "REDIS_DB", "16", NULL, NULL), -1);
+    CHECK(strncmp(err, "REDIS_DB:", 9) == 0);
+    CHECK_INT(load(&c, err, "LOG_LEVEL", "loud", NULL, NULL), -1);
+    CHECK(strncmp(err, "LOG_LEVEL:", 10) == 0);
+    CHECK_INT(load(&c, err, "ADMIN_TOKEN", "short", NULL, NULL), -1);
+    CHECK(strncmp(err, "ADMIN_TOKEN:", 12) == 0);
+    CHECK_INT(load(&c, err, "REDIS_KEY_PREFIX", "a b", NULL, NULL), -1);
+    CHECK_INT(load(&c, err, "WATCH", "maybe", NULL, NULL), -1);
+    CHECK(strncmp(err, "WATCH:", 6) == 0);
+    CHECK_INT(load(&c, err, "MAX_BODY_BYTES", "-1", NULL, NULL), -1);
+    CHECK_INT(load(&c, err, "HEADER_TIMEOUT", "100", NULL, NULL), -1);
+    CHECK(strstr(err, "HEADER_TIMEOUT") == err);
+
+    /* accepted values */
+    CHECK_INT(load(&c, err, "ADMIN_TOKEN", "0123456789abcdef", "LOG_LEVEL", "DEBUG"), 0);
+    CHECK_INT(c.has_admin_token, 1);
+    CHECK_INT(c.log_level, 0);
+    CHECK_INT(load(&c, err, "WATCH", "false", "MAX_BODY_BYTES", "2048"), 0);
+    CHECK_INT(c.watch, 0);
+    CHECK_INT(c.max_body, 2048);
+    return jj_test_done();
+}
