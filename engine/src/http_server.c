@@ -53,6 +53,7 @@ struct jj_http_conn {
     int partial;                     /* part of a head has arrived: its deadline runs */
     int dead;                        /* socket closed while a handler owns the struct */
     unsigned long served;            /* responses sent on this connection */
+    int over_cap;                    /* accepted past MAX_CONNECTIONS: answer 503 */
     char peer[INET6_ADDRSTRLEN];
     char request_id[24];
     jj_http_conn *prev, *next;
@@ -376,6 +377,12 @@ static void process(jj_http_conn *c) {
                 jj_http_respond_error(c, status, err, reason ? reason : "malformed request");
                 break;
             }
+            if (c->over_cap) {
+                c->keep_alive = 0;
+                c->state = S_BUSY;
+                jj_http_respond_error(c, 503, "too_many_connections", "connection limit reached");
+                break;
+            }
             c->keep_alive = c->req.keep_alive;
             c->head_only = c->req.method_len == 4 && memcmp(c->req.method, "HEAD", 4) == 0;
             if (c->req.chunked) {
@@ -479,16 +486,6 @@ static void conn_close(jj_http_conn *c) {
     }
 }
 
-static void reject_overload(int fd) {
-    static const char resp[] =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        "Content-Length: 87\r\nConnection: close\r\n\r\n"
-        "{\"success\":false,\"error\":\"too_many_connections\",\"message\":\"connection limit reached\"}";
-    ssize_t w = write(fd, resp, sizeof resp - 1);
-    (void)w;
-    close(fd);
-}
-
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
     (void)revents;
     jj_http_server *s = w->data;
@@ -502,7 +499,11 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
                 JJ_WARN("accept: %s", strerror(errno));
             return;
         }
-        if (s->nconns >= s->cfg->max_connections) { reject_overload(fd); continue; }
+        /* Past the cap a connection still gets a proper 503 once its
+         * request arrives (answering before reading makes the kernel reset
+         * the connection); past a small margin more it is just closed. */
+        int over = s->nconns >= s->cfg->max_connections;
+        if (over && s->nconns >= s->cfg->max_connections + 64) { close(fd); continue; }
         jj_http_conn *c = calloc(1, sizeof *c);
         if (!c) { close(fd); continue; }
         int one = 1;
@@ -510,6 +511,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
         c->srv = s;
         c->fd = fd;
         c->state = S_HEAD;
+        c->over_cap = over;
         if (sa.ss_family == AF_INET)
             inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, c->peer, sizeof c->peer);
         else if (sa.ss_family == AF_INET6)
@@ -523,7 +525,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
         s->conns = c;
         s->nconns++;
         ev_io_start(loop, &c->rio);
-        arm_timer(c, s->cfg->header_timeout_s);
+        arm_timer(c, over ? 1.0 : s->cfg->header_timeout_s);
     }
 }
 

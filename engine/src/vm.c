@@ -157,7 +157,10 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
     /* Yielding out of the hook cannot be caught by the handler's pcall, so a
      * runaway loop wrapped in pcall still ends; where a yield is impossible
      * (inside a C boundary) raise instead, and again at the next step. */
-    if (L == t->co && lua_isyieldable(L)) lua_yield(L, 0);
+    if (L == t->co && lua_isyieldable(L)) {
+        lua_yield(L, 0);   /* in a hook this returns; Lua yields after the hook */
+        return;
+    }
     luaL_error(L, "instruction limit exceeded (%d instructions)", (int)t->limit);
 }
 

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from harness import BIN, SRC, Engine, Redis, Runner, wait_until
+from harness import BIN, SRC, Engine, Redis, Runner, free_port, wait_until
 
 
 def test_sigterm_drains_in_flight_requests(r):
@@ -60,7 +60,7 @@ def test_dead_worker_is_restarted(r):
 
 def run_serve(env_over, timeout=20):
     env = dict(os.environ)
-    env.update({"PORT": "0", "WORKERS": "1"})
+    env.update({"PORT": str(free_port()), "WORKERS": "1"})
     env.update(env_over)
     return subprocess.run([BIN, "serve"], env=env, capture_output=True, text=True, timeout=timeout, cwd=SRC)
 

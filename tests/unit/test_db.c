@@ -408,7 +408,8 @@ static void test_slow_does_not_block(jj_db *db) {
     /* The loop kept ticking while the statement ran on a pool thread. */
     printf("slow statement: %.0f ms, %d ticks of 10 ms\n", wall_ms, ticks);
     CHECK(ticks >= 3);
-    CHECK(ticks >= (int)(wall_ms / 10.0 / 3.0));
+    /* valgrind runs one thread at a time, so only the ratio is meaningless there */
+    if (!getenv("JJ_UNDER_VALGRIND")) CHECK(ticks >= (int)(wall_ms / 10.0 / 3.0));
     jj_db_result_free(r);
 }
 
