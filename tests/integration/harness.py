@@ -197,11 +197,21 @@ class Engine:
                 raise AssertionError("engine did not stop within %ss" % timeout)
         return self.proc.returncode
 
+    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "Assertion", "PANIC")
+
     def close(self):
         try:
             self.stop()
         finally:
             self.log.close()
+            text = self.log_text()
+            found = [m for m in self.SANITIZER_MARKS if m in text]
+            if found:
+                i = text.find(found[0])
+                sys.stderr.write(text[max(0, i - 2000): i + 6000])
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise AssertionError(f"engine log has a sanitizer/panic report: {found}")
             if os.environ.get("JJ_KEEP_TMP") != "1":
                 shutil.rmtree(self.dir, ignore_errors=True)
 
