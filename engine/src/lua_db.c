@@ -148,30 +148,7 @@ static void deliver(jj_db_result *res, jj_wait *w, int kind) {
         jj_wait_release(w);
         return;
     }
-    int n = 0;
-    /* lua_checkstack and pushing the main thread do not raise; the
-     * building runs on the main thread under pcall and only its finished
-     * values move to the suspended coroutine (lua_xmove does not allocate). */
-    if (lua_checkstack(co, 3)) {
-        lua_rawgeti(co, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-        lua_State *main = lua_tothread(co, -1);
-        lua_pop(co, 1);
-        if (main && lua_checkstack(main, 4)) {
-            int base = lua_gettop(main);
-            lua_pushcfunction(main, push_results);
-            lua_pushlightuserdata(main, res);
-            lua_pushinteger(main, kind);
-            if (lua_pcall(main, 2, LUA_MULTRET, 0) == LUA_OK) {
-                n = lua_gettop(main) - base;
-                lua_xmove(main, co, n);
-            } else {
-                lua_pushnil(co);            /* nil, <error, e.g. not enough memory> */
-                lua_xmove(main, co, 1);
-                n = 2;
-            }
-            lua_settop(main, base);
-        }
-    }
+    int n = jj_wait_push_protected(w, push_results, res, kind);
     jj_db_result_free(res);
     jj_wait_resume(w, n);
 }

@@ -319,26 +319,7 @@ static void finish(jj_wait *w, const outcome *o) {
         jj_wait_release(w);
         return;
     }
-    int n = 0;
-    if (lua_checkstack(co, 3)) {
-        lua_rawgeti(co, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-        lua_State *main = lua_tothread(co, -1);
-        lua_pop(co, 1);
-        if (main && lua_checkstack(main, 4)) {
-            int base = lua_gettop(main);
-            lua_pushcfunction(main, push_outcome);
-            lua_pushlightuserdata(main, (void *)o);
-            if (lua_pcall(main, 1, LUA_MULTRET, 0) == LUA_OK) {
-                n = lua_gettop(main) - base;
-                lua_xmove(main, co, n);
-            } else {
-                lua_pushnil(co);   /* nil, <error, e.g. not enough memory> */
-                lua_xmove(main, co, 1);
-                n = 2;
-            }
-            lua_settop(main, base);
-        }
-    }
+    int n = jj_wait_push_protected(w, push_outcome, (void *)o, 0);
     jj_wait_resume(w, n);
 }
 

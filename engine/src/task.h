@@ -59,6 +59,13 @@ int jj_wait_yield(lua_State *L, jj_wait *w);
  * (timeout, aborted task); then call jj_wait_release. */
 lua_State *jj_wait_target(jj_wait *w);
 
+/* Builds results for the task with build(ud, arg) called under pcall on the
+ * VM's main thread, then moves them to jj_wait_target(w) (which must not be
+ * NULL). Building can allocate and so fail (VM memory limit): the task then
+ * gets nil, <error message> rather than the process a panic. Returns the
+ * number of values pushed; pass it to jj_wait_resume. */
+int jj_wait_push_protected(jj_wait *w, lua_CFunction build, void *ud, lua_Integer arg);
+
 /* Resume the task with the top nresults values of jj_wait_target(w).
  * Consumes the operation's reference. */
 void jj_wait_resume(jj_wait *w, int nresults);

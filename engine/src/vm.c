@@ -314,3 +314,25 @@ void jj_wait_resume(jj_wait *w, int nresults) {
 }
 
 void jj_wait_release(jj_wait *w) { wait_unref(w); }
+
+int jj_wait_push_protected(jj_wait *w, lua_CFunction build, void *ud, lua_Integer arg) {
+    lua_State *co = w->task->co;
+    lua_State *L = w->task->gen->L;   /* the main thread: not running now */
+    if (!lua_checkstack(co, LUA_MINSTACK) || !lua_checkstack(L, 4)) return 0;
+    int base = lua_gettop(L);
+    lua_pushcfunction(L, build);
+    lua_pushlightuserdata(L, ud);
+    lua_pushinteger(L, arg);
+    int n;
+    if (lua_pcall(L, 2, LUA_MULTRET, 0) == LUA_OK) {
+        n = lua_gettop(L) - base;
+        if (!lua_checkstack(co, n)) { lua_settop(L, base); return 0; }
+    } else {
+        lua_pushnil(co);   /* nil, <error, e.g. "not enough memory"> */
+        n = 2;
+        lua_xmove(L, co, 1);
+        return n;
+    }
+    lua_xmove(L, co, n);
+    return n;
+}

@@ -119,7 +119,7 @@ def cmd_report(args):
     meta = {}
     for kv in args.meta or []:
         k, _, v = kv.partition("=")
-        meta[k] = int(v) if v.isdigit() else v
+        meta[k] = int(v) if v.isdigit() and k != "engine_commit" else v
     nginx, p1 = side(args.nginx)
     engine, p2 = side(args.engine)
     problems = p1 + p2

@@ -257,6 +257,12 @@ class Runner:
             print(f"FAIL {name}: {e}", flush=True)
             traceback.print_exc()
 
+    def run_all(self, namespace, *args):
+        """Runs every test_* function of a module, in definition order."""
+        for name, fn in list(namespace.items()):
+            if name.startswith("test_") and callable(fn) and fn.__code__.co_argcount == len(args):
+                self.run(name[5:].replace("_", " "), fn, *args)
+
     def done(self):
         print(f"{self.passed} passed, {self.failed} failed", flush=True)
         sys.exit(1 if self.failed else 0)

@@ -206,9 +206,7 @@ def main():
     r = Redis()
     e = Engine(r.port, env={"MAX_BODY_BYTES": "4096", "HEADER_TIMEOUT": "1", "KEEPALIVE_TIMEOUT": "1"})
     try:
-        for name, fn in list(globals().items()):
-            if name.startswith("test_") and fn.__code__.co_argcount == 1:
-                t.run(name.replace("_", " ")[5:], fn, e)
+        t.run_all(globals(), e)
         t.run("connection cap answers 503", test_connection_cap_answers_503)
         assert e.stop() == 0
     finally:

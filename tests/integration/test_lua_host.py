@@ -74,9 +74,7 @@ def main():
     r = Redis()
     e = Engine(r.port, env={"LUA_INSTRUCTION_LIMIT": "20000000", "LUA_MEMORY_MB": "64"})
     try:
-        for name, fn in list(globals().items()):
-            if name.startswith("test_"):
-                t.run(name[5:].replace("_", " "), fn, e)
+        t.run_all(globals(), e)
         assert e.stop() == 0
     finally:
         e.close()

@@ -125,9 +125,7 @@ def main():
     t = Runner()
     r = Redis()
     try:
-        for name, fn in list(globals().items()):
-            if name.startswith("test_"):
-                t.run(name[5:].replace("_", " "), fn, r)
+        t.run_all(globals(), r)
     finally:
         r.close()
     t.done()
