@@ -56,6 +56,7 @@ static int l_sleep(lua_State *L) {
     sl->loop = jj_engine_loop(e);
     ev_timer_init(&sl->timer, sleep_done, s, 0.);
     sl->timer.data = sl;
+    ev_now_update(sl->loop);
     ev_timer_start(sl->loop, &sl->timer);
     return jj_wait_yield(L, w);
 }
@@ -202,6 +203,182 @@ static int l_admin_token_matches(lua_State *L) {
     return 1;
 }
 
+/* ------------------------------------------------------------ spawn */
+
+typedef struct {
+    ev_timer timer;
+    jj_task *task;
+    int nargs;
+} spawned;
+
+static void spawn_done(jj_task *t, int status, lua_State *co, int nres, const char *errmsg, void *ud) {
+    (void)t; (void)co; (void)nres; (void)ud;
+    if (status != LUA_OK) jj_log(JJ_LOG_ERROR, "background task failed: %s", errmsg ? errmsg : "?");
+}
+
+static void spawn_start(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop; (void)revents;
+    spawned *s = w->data;
+    jj_task *t = s->task;
+    int nargs = s->nargs;
+    free(s);
+    jj_task_run(t, nargs);
+}
+
+/* [-(n+1), +2, e] core.spawn(fn, ...) -> true | nil, err. Runs fn(...) in a
+ * task of its own from the next loop turn (not tied to any request); its
+ * errors are logged. For refreshes that must not delay the response. */
+static int l_spawn(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int n = lua_gettop(L);
+    jj_engine *e = jj_engine_of(L);
+    luaL_argcheck(L, n < 200, 2, "too many arguments");
+    spawned *s = malloc(sizeof *s);
+    jj_task *t = s ? jj_task_new(jj_gen_of_state(L), spawn_done, NULL) : NULL;
+    if (!t) {
+        free(s);
+        lua_pushnil(L);
+        lua_pushliteral(L, "cannot start a task");
+        return 2;
+    }
+    lua_State *co = jj_task_state(t);
+    lua_checkstack(co, n);   /* a fresh thread grows to 200 slots without failing in practice */
+    lua_xmove(L, co, n);
+    s->task = t;
+    s->nargs = n - 1;
+    ev_timer_init(&s->timer, spawn_start, 0., 0.);
+    s->timer.data = s;
+    ev_timer_start(jj_engine_loop(e), &s->timer);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ------------------------------------------------------------ events */
+
+/* An event lets tasks wait for a value another task will produce (the
+ * followers of a single-flight fill). ev:signal(...) wakes every waiter on
+ * the next loop turn with those values; ev:wait(timeout) yields. */
+#define EVENT_MT "engine.core.event"
+
+typedef struct waiter {
+    ev_timer timer;
+    jj_wait *wait;
+    int values_ref;           /* registry ref of the packed values */
+    lua_State *L;             /* main thread, for the registry */
+    struct waiter *next;
+} waiter;
+
+typedef struct {
+    waiter *waiters;
+    int signalled;
+} event;
+
+static void waiter_fire(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop; (void)revents;
+    waiter *wt = w->data;
+    lua_State *co = jj_wait_target(wt->wait);
+    if (!co || !lua_checkstack(co, 8)) {
+        if (co) { jj_wait_resume(wt->wait, 0); }
+        else jj_wait_release(wt->wait);
+        luaL_unref(wt->L, LUA_REGISTRYINDEX, wt->values_ref);
+        free(wt);
+        return;
+    }
+    lua_rawgeti(co, LUA_REGISTRYINDEX, wt->values_ref);
+    luaL_unref(wt->L, LUA_REGISTRYINDEX, wt->values_ref);
+    int n = (int)lua_rawlen(co, -1);
+    lua_getfield(co, -1, "n");
+    if (lua_isinteger(co, -1)) n = (int)lua_tointeger(co, -1);
+    lua_pop(co, 1);
+    if (!lua_checkstack(co, n + 1)) n = 0;
+    for (int i = 1; i <= n; i++) lua_rawgeti(co, -1 - (i - 1), i);
+    lua_remove(co, -1 - n);
+    jj_wait *wait = wt->wait;
+    free(wt);
+    jj_wait_resume(wait, n);
+}
+
+static int l_event(lua_State *L) {
+    event *ev = lua_newuserdatauv(L, sizeof *ev, 0);
+    ev->waiters = NULL;
+    ev->signalled = 0;
+    luaL_setmetatable(L, EVENT_MT);
+    return 1;
+}
+
+/* [-2, +?, e] ev:wait(timeout_seconds) -> the signalled values, or
+ * nil, "timeout". */
+static int l_event_wait(lua_State *L) {
+    event *ev = luaL_checkudata(L, 1, EVENT_MT);
+    double s = luaL_checknumber(L, 2);
+    luaL_argcheck(L, s > 0 && s <= 3600, 2, "timeout must be in (0, 3600] seconds");
+    jj_wait *w = jj_wait_new(L, s * 1000.0);   /* raises outside a task */
+    waiter *wt = calloc(1, sizeof *wt);
+    if (!wt) {
+        jj_wait_abandon(w);
+        return luaL_error(L, "not enough memory");
+    }
+    wt->wait = w;
+    wt->values_ref = LUA_NOREF;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    wt->L = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    wt->next = ev->waiters;
+    ev->waiters = wt;
+    return jj_wait_yield(L, w);
+}
+
+/* [-(n+1), +1, e] ev:signal(...) -> number of waiters woken */
+static int l_event_signal(lua_State *L) {
+    event *ev = luaL_checkudata(L, 1, EVENT_MT);
+    int n = lua_gettop(L) - 1;
+    struct ev_loop *loop = jj_engine_loop(jj_engine_of(L));
+    int woken = 0;
+    waiter *wt = ev->waiters;
+    ev->waiters = NULL;
+    ev->signalled = 1;
+    while (wt) {
+        waiter *next = wt->next;
+        if (!jj_wait_target(wt->wait)) {   /* timed out already */
+            jj_wait_release(wt->wait);
+            free(wt);
+            wt = next;
+            continue;
+        }
+        lua_createtable(L, n, 1);
+        for (int i = 1; i <= n; i++) {
+            lua_pushvalue(L, i + 1);
+            lua_rawseti(L, -2, i);
+        }
+        lua_pushinteger(L, n);
+        lua_setfield(L, -2, "n");
+        wt->values_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        ev_timer_init(&wt->timer, waiter_fire, 0., 0.);
+        wt->timer.data = wt;
+        ev_timer_start(loop, &wt->timer);
+        woken++;
+        wt = next;
+    }
+    lua_pushinteger(L, woken);
+    return 1;
+}
+
+/* Waiters whose coroutine already timed out still hold the operation's
+ * reference of their wait: drop it when the event goes away. A waiter
+ * still suspended keeps the event alive (it is on the waiter's stack). */
+static int l_event_gc(lua_State *L) {
+    event *ev = luaL_checkudata(L, 1, EVENT_MT);
+    waiter *wt = ev->waiters;
+    ev->waiters = NULL;
+    while (wt) {
+        waiter *next = wt->next;
+        if (!jj_wait_target(wt->wait)) jj_wait_release(wt->wait);
+        free(wt);
+        wt = next;
+    }
+    return 0;
+}
+
 int luaopen_engine_core(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"now", l_now},
@@ -214,7 +391,20 @@ int luaopen_engine_core(lua_State *L) {
         {"info", l_info},
         {"config", l_config},
         {"admin_token_matches", l_admin_token_matches},
+        {"spawn", l_spawn},
+        {"event", l_event},
         {NULL, NULL}};
+    static const luaL_Reg event_methods[] = {
+        {"wait", l_event_wait},
+        {"signal", l_event_signal},
+        {NULL, NULL}};
+    if (luaL_newmetatable(L, EVENT_MT)) {
+        luaL_newlib(L, event_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_event_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
     luaL_newlib(L, fns);
     return 1;
 }

@@ -55,6 +55,7 @@ static jj_gen **gen_slot(lua_State *L) { return (jj_gen **)lua_getextraspace(L);
 static jj_gen *gen_of(lua_State *L) { return *gen_slot(L); }
 
 jj_engine *jj_engine_of(lua_State *L) { return gen_of(L)->engine; }
+jj_gen *jj_gen_of_state(lua_State *L) { return gen_of(L); }
 
 static void *gen_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     jj_gen *g = ud;
@@ -298,6 +299,9 @@ void jj_wait_abandon(jj_wait *w) {
 }
 
 int jj_wait_yield(lua_State *L, jj_wait *w) {
+    /* Timers count from the loop's cached time, which is stale after a long
+     * stretch of Lua: refresh it (a vDSO clock read) so timeouts are true. */
+    ev_now_update(w->loop);
     ev_timer_start(w->loop, &w->timer);
     return lua_yield(L, 0);
 }

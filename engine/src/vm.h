@@ -30,6 +30,8 @@ void jj_gen_release(jj_gen *g);
 unsigned jj_gen_number(const jj_gen *g);
 lua_State *jj_gen_state(jj_gen *g);
 size_t jj_gen_memory(const jj_gen *g);
+/* The generation a Lua state (any thread of it) belongs to. */
+jj_gen *jj_gen_of_state(lua_State *L);
 /* Registry reference of jollyjet.app.handle (app generations). */
 int jj_gen_entry_ref(const jj_gen *g);
 
