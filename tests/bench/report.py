@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Parses wrk --latency outputs for tests/bench/run.sh. Standard library only.
+"""Helpers for tests/bench/run.sh: wrk --latency output parsing, the report,
+and a tiny HTTP GET (so the bench needs no curl). Standard library only.
+
+  report.py fetch PORT PATH [--body FILE] [--headers FILE]
+      GET http://127.0.0.1:PORT/PATH (2 s timeout); prints the status code,
+      saves the body / header lines; exit 1 if no response.
 
   report.py check FILE
       One line for one wrk run; exit 1 if the run is not a clean measurement
@@ -127,14 +132,19 @@ def cmd_report(args):
     if nginx["rps_median"] and engine["rps_median"] is not None:
         ratio = engine["rps_median"] / nginx["rps_median"]
     met = ratio is not None and ratio >= args.target
+    # Ratio of each (nginx, engine) pair of consecutive runs: shows how much
+    # of the spread is machine noise shared by both sides.
+    round_ratios = [e["rps"] / n["rps"] for n, e in zip(nginx["runs"], engine["runs"])
+                    if n.get("rps") and "rps" in e]
     ok = not problems and ratio is not None
 
     w = meta.get("workers", "?")
+    ws = f"{w} worker{'' if w == 1 else 's'}"
     print()
     print(f"== JollyJet core benchmark: GET /bench/fixed, {meta.get('body_bytes', 400)}-byte JSON body ==")
     print(f"   wrk -t{meta.get('threads', '?')} -c{meta.get('connections', '?')} "
           f"-d{meta.get('duration_s', '?')}s --latency, {nginx['rounds']}+{engine['rounds']} "
-          f"alternating rounds, medians; {w} workers each; {meta.get('cpus', '?')} CPUs shared with wrk")
+          f"alternating rounds, medians; {ws} each; {meta.get('cpus', '?')} CPUs shared with wrk")
     print(f"   {'':8} {'req/s':>10} {'p50':>9} {'p99':>9}   {'req/s per round':<}")
     for name, s in (("nginx", nginx), ("engine", engine)):
         rounds = " ".join(f"{r['rps']:.0f}" for r in s["runs"] if "rps" in r)
@@ -142,8 +152,15 @@ def cmd_report(args):
         print(f"   {name:8} {rps:>10} {fmt_ms(s['p50_ms_median']):>9} {fmt_ms(s['p99_ms_median']):>9}   {rounds}")
     if ratio is not None:
         verdict = "target met" if met else "TARGET MISSED"
-        print(f"lua route vs nginx (same {meta.get('body_bytes', 400)}-byte body, {w} workers each): "
+        print(f"lua route vs nginx (same {meta.get('body_bytes', 400)}-byte body, {ws} each): "
               f"{ratio:.2f}x (target >= {args.target:.2f}) - {verdict}")
+    if round_ratios:
+        print(f"   per-round engine/nginx: {' '.join(f'{x:.2f}' for x in round_ratios)}"
+              f" (median {statistics.median(round_ratios):.2f})")
+    spread = max((s["rps_max"] / s["rps_min"] for s in (nginx, engine) if s["rps_min"]), default=1.0)
+    if spread > 1.25:
+        print(f"   note: noisy machine (a side's rounds differ by up to {spread:.2f}x); "
+              f"rerun, or raise BENCH_ROUNDS / BENCH_DURATION")
     for p in problems:
         print(f"   measurement problem: {p}", file=sys.stderr)
 
@@ -152,6 +169,9 @@ def cmd_report(args):
         "route": "GET /bench/fixed",
         "target_ratio": args.target,
         "ratio": ratio,
+        "round_ratios": round_ratios,
+        "round_ratio_median": statistics.median(round_ratios) if round_ratios else None,
+        "max_round_spread": spread,
         "target_met": met,
         "valid": ok,
         "problems": problems,
@@ -169,6 +189,29 @@ def cmd_report(args):
     return 0 if ok else 1
 
 
+def cmd_fetch(args):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", args.port, timeout=args.timeout)
+    try:
+        c.request("GET", args.path)
+        r = c.getresponse()
+        body = r.read()
+    except (OSError, http.client.HTTPException) as e:
+        print(f"fetch 127.0.0.1:{args.port}{args.path}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        c.close()
+    if args.body:
+        with open(args.body, "wb") as f:
+            f.write(body)
+    if args.headers:
+        with open(args.headers, "w", encoding="latin-1") as f:
+            for k, v in r.getheaders():
+                f.write(f"{k}: {v}\n")
+    print(r.status)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -180,8 +223,14 @@ def main():
     r.add_argument("--meta", nargs="*")
     r.add_argument("--nginx", nargs="+", required=True)
     r.add_argument("--engine", nargs="+", required=True)
+    g = sub.add_parser("fetch")
+    g.add_argument("port", type=int)
+    g.add_argument("path")
+    g.add_argument("--body")
+    g.add_argument("--headers")
+    g.add_argument("--timeout", type=float, default=2.0)
     a = ap.parse_args()
-    sys.exit(cmd_check(a) if a.cmd == "check" else cmd_report(a))
+    sys.exit({"check": cmd_check, "report": cmd_report, "fetch": cmd_fetch}[a.cmd](a))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
 # Reports; does not fail on a missed target. Exits non-zero only when
 # something could not be measured (a server did not start, the bodies differ,
 # wrk failed or saw socket errors / non-2xx responses).
+
+# shellcheck disable=SC2317  # cleanup/stop/probes run from traps and wait_for
 set -euo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -38,7 +40,7 @@ done
 
 [ -x "$BIN" ] || die "no engine binary at $BIN (run 'make build')"
 [ -x "$NGINX" ] || die "no nginx at $NGINX (engine/scripts/deps.sh bench installs nginx-light)"
-for tool in wrk redis-server curl python3 lua5.4 cmp; do
+for tool in wrk redis-server python3 lua5.4 cmp timeout; do
   command -v "$tool" >/dev/null || die "'$tool' not found (engine/scripts/deps.sh bench installs what the bench needs)"
 done
 
@@ -72,7 +74,8 @@ cleanup() {
   stop "$ENGINE_PID" TERM 10     # master drains its workers (they also have PDEATHSIG)
   stop "$REDIS_PID" TERM 5
   if [ -n "$TMP" ] && [ -d "$TMP" ]; then
-    if [ "${BENCH_KEEP_TMP:-0}" = 1 ] || { [ "$rc" -ne 0 ] && [ "${BENCH_KEEP_TMP:-}" != 0 ]; }; then
+    # Kept on request, or after a failure (logs, wrk outputs) unless BENCH_KEEP_TMP=0.
+    if [ "${BENCH_KEEP_TMP:-}" = 1 ] || { [ "$rc" -eq 1 ] && [ "${BENCH_KEEP_TMP:-}" != 0 ]; }; then
       log "kept temp dir $TMP"
     else
       rm -rf "$TMP"
@@ -160,9 +163,8 @@ wait_for 5 "redis on 127.0.0.1:$REDIS_PORT" "$REDIS_PID" redis_ping \
     "$BIN" serve
 ) >"$TMP/engine.log" 2>&1 &
 ENGINE_PID=$!
-health_ok() {
-  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$ENGINE_PORT/health")" = 200 ]
-}
+fetch() { python3 "$HERE/report.py" fetch "$@"; }   # fetch PORT PATH [--body F] [--headers F]
+health_ok() { [ "$(fetch "$ENGINE_PORT" /health --timeout 1 2>/dev/null)" = 200 ]; }
 wait_for 20 "engine /health on 127.0.0.1:$ENGINE_PORT" "$ENGINE_PID" health_ok \
   || { show_log engine "$TMP/engine.log"; die "the engine did not start (or /health is not 200)"; }
 
@@ -172,19 +174,17 @@ sed -e "s|@TMP@|$TMP|g" -e "s|@WORKERS@|$WORKERS|g" -e "s|@PORT@|$NGINX_PORT|g" 
 "$NGINX" -p "$TMP/" -e "$TMP/nginx/error.log" -c "$TMP/nginx.conf" -g 'daemon off;' \
   >"$TMP/nginx/stdout.log" 2>&1 &
 NGINX_PID=$!
-nginx_ok() {
-  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$NGINX_PORT$PATH_")" = 200 ]
-}
+nginx_ok() { [ "$(fetch "$NGINX_PORT" "$PATH_" --timeout 1 2>/dev/null)" = 200 ]; }
 wait_for 10 "nginx on 127.0.0.1:$NGINX_PORT" "$NGINX_PID" nginx_ok \
   || { show_log nginx "$TMP/nginx/stdout.log"; show_log nginx "$TMP/nginx/error.log"; die "nginx did not start"; }
 
 # --- the two bodies must be the same bytes --------------------------------
 verify() {  # verify NAME PORT
   local name=$1 port=$2 code ctype
-  code=$(curl -sS --max-time 5 -D "$TMP/$name.headers" -o "$TMP/$name.body" -w '%{http_code}' \
-    "http://127.0.0.1:$port$PATH_") || die "$name: request failed"
+  code=$(fetch "$port" "$PATH_" --timeout 5 --headers "$TMP/$name.headers" --body "$TMP/$name.body") \
+    || die "$name: GET $PATH_ failed"
   [ "$code" = 200 ] || die "$name: GET $PATH_ answered $code"
-  ctype=$(tr -d '\r' < "$TMP/$name.headers" | sed -n 's/^[Cc]ontent-[Tt]ype: *//p' | head -n 1)
+  ctype=$(sed -n 's/^[Cc]ontent-[Tt]ype: *//p' "$TMP/$name.headers" | head -n 1)
   [ "$ctype" = application/json ] || die "$name: Content-Type is '$ctype', expected application/json"
   cmp -s "$TMP/$name.body" "$TMP/www/fixed.json" \
     || die "$name: body differs from the expected $BODY_BYTES bytes ($(wc -c < "$TMP/$name.body") bytes received)"
@@ -205,7 +205,7 @@ run_wrk() {
   WRK_PID=$!
   wait "$WRK_PID" || rc=$?
   WRK_PID=""
-  printf 'bench: %-6s %-10s' "$name" "$(basename "$out" .txt)" >&2
+  printf 'bench: %-6s %-15s' "$name" "$(basename "$out" .txt)" >&2
   if [ "$rc" -ne 0 ]; then
     printf ' wrk exited %s\n' "$rc" >&2
     sed 's/^/    /' "$out" >&2
@@ -241,19 +241,28 @@ if [ "$PROFILE" = 1 ]; then
     workers=$(pgrep -P "$ENGINE_PID" | paste -sd, -)
     prof_txt=$(dirname "$OUT")/core-profile.txt
     mkdir -p "$(dirname "$OUT")"
-    log "profiling engine workers $workers for ${DURATION}s (perf record -g)"
-    perf record -q -F 999 -g -p "$workers" -o "$TMP/perf.data" -- sleep "$DURATION" \
+    log "profiling engine workers $workers for ${DURATION}s (perf record ${BENCH_PERF_ARGS:--F 999 -g})"
+    # shellcheck disable=SC2086 # BENCH_PERF_ARGS is a list of perf options
+    perf record -q ${BENCH_PERF_ARGS:--F 999 -g} -p "$workers" -o "$TMP/perf.data" -- sleep "$DURATION" \
       >"$TMP/perf.log" 2>&1 &
     PERF_PID=$!
     run_wrk engine "$ENGINE_PORT" "$DURATION" "$TMP/wrk/engine-profiled.txt" || true
     wait "$PERF_PID" || true
     PERF_PID=""
-    if perf report -i "$TMP/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null \
-        | grep -v '^$' | grep -E '^ +[0-9]' | head -n 40 > "$prof_txt" && [ -s "$prof_txt" ]; then
-      log "hottest engine functions (self time, all engine workers; full list in $prof_txt):"
-      head -n 20 "$prof_txt" >&2
+    {
+      echo "# perf: engine workers under wrk -t$THREADS -c$CONNECTIONS, ${DURATION}s; self time"
+      echo "# by shared object:"
+      perf report -i "$TMP/perf.data" --stdio --no-children -g none --sort dso 2>/dev/null | grep -E '^ +[0-9]' || true
+      echo "# by function:"
+      perf report -i "$TMP/perf.data" --stdio --no-children -g none --sort dso,symbol 2>/dev/null \
+        | grep -E '^ +[0-9]' | sed 's/ *- *- *$//' || true
+    } > "$prof_txt.full"
+    head -n 60 "$prof_txt.full" > "$prof_txt"; rm -f "$prof_txt.full"
+    if grep -q '%' "$prof_txt"; then
+      log "hottest code in the engine workers (self time; more in $prof_txt):"
+      head -n 28 "$prof_txt" >&2
     else
-      log "perf produced no report (see $TMP/perf.log)"; cat "$TMP/perf.log" >&2 || true
+      log "perf produced no report:"; cat "$TMP/perf.log" >&2 || true
     fi
   else
     log "BENCH_PROFILE=1 but perf is not installed; skipping the profile"
