@@ -2,6 +2,7 @@
 #include "engine_internal.h"
 #include "db.h"
 #include "log.h"
+#include "lru.h"
 #include "redis.h"
 
 #include <ev.h>
@@ -15,6 +16,7 @@ struct jj_engine {
     int worker_id;
     int kind;
     jj_redis *redis;
+    jj_redis_sub *sub;   /* L1 invalidations */
     jj_db *db;
     jj_gen *gen;
     unsigned generation;
@@ -30,6 +32,23 @@ int jj_engine_worker_id(jj_engine *e) { return e->worker_id; }
 unsigned jj_engine_generation(jj_engine *e) { return e->generation; }
 const char *jj_engine_last_reload_error(jj_engine *e) { return e->last_error[0] ? e->last_error : NULL; }
 jj_gen *jj_engine_current_gen(jj_engine *e) { return e->gen; }
+int jj_engine_subscriber_up(jj_engine *e) { return jj_redis_sub_up(e->sub); }
+
+/* An invalidation published on <prefix>invalidate (see lru.h for the format). */
+static void on_invalidate(const char *msg, size_t len, void *ud) {
+    (void)ud;
+    if (jj_lru_registry_invalidate(msg, len) != 0)
+        JJ_DEBUG("ignoring malformed L1 invalidation \"%.*s\"", (int)(len > 200 ? 200 : len), msg);
+}
+
+/* While the subscriber is down we may miss invalidations, so L1 forgets
+ * everything when it goes down, and again when it comes back (messages
+ * published in between are lost, and entries may have been stored). */
+static void on_subscriber_state(int up, void *ud) {
+    (void)ud;
+    jj_lru_registry_flush_all();
+    if (!up) JJ_WARN("L1 invalidation subscriber down: L1 caches flushed");
+}
 
 jj_engine *jj_engine_new(struct ev_loop *loop, const jj_config *cfg, int worker_id, int kind,
                          char *err, size_t errlen) {
@@ -50,6 +69,10 @@ jj_engine *jj_engine_new(struct ev_loop *loop, const jj_config *cfg, int worker_
         .max_pending = 10000,
     };
     e->redis = jj_redis_new(loop, &rc);
+    char channel[sizeof cfg->redis_prefix + 16];
+    snprintf(channel, sizeof channel, "%sinvalidate", cfg->redis_prefix);
+    e->sub = jj_redis_sub_new(loop, &rc, channel, on_invalidate, on_subscriber_state, e);
+    if (!e->sub) JJ_ERROR("cannot create the L1 invalidation subscriber");
     char dberr[512] = "";
     e->db = jj_db_open(loop, cfg->db_path, cfg->db_threads, dberr, sizeof dberr);
     if (!e->db) JJ_ERROR("database %s unavailable: %s", cfg->db_path, dberr);
@@ -87,6 +110,8 @@ void jj_engine_free(jj_engine *e) {
     if (!e) return;
     jj_gen_release(e->gen);
     if (e->db) jj_db_close(e->db);
+    if (e->sub) jj_redis_sub_free(e->sub);
     if (e->redis) jj_redis_free(e->redis);
+    jj_lru_registry_free_all();   /* last: Lua code may run while the above close */
     free(e);
 }

@@ -18,6 +18,8 @@ jj_db *jj_engine_db(jj_engine *e);         /* NULL if the database failed to ope
 const jj_config *jj_engine_config(jj_engine *e);
 /* Default timeout of a yielding call, in milliseconds. */
 double jj_engine_io_timeout_ms(jj_engine *e);
+/* 1 while the L1 invalidation subscriber is subscribed (lru.subscriber_up()). */
+int jj_engine_subscriber_up(jj_engine *e);
 
 
 

@@ -8,5 +8,7 @@
 int luaopen_engine_core(lua_State *L);   /* lua_core.c */
 int luaopen_engine_redis(lua_State *L);  /* lua_redis.c */
 int luaopen_engine_db(lua_State *L);     /* lua_db.c */
+int luaopen_engine_lru(lua_State *L);    /* lua_lru.c */
+int luaopen_engine_metrics(lua_State *L); /* lua_metrics.c */
 
 #endif

@@ -4,6 +4,7 @@
  * handlers inherited from a loop it does not run). */
 #include "master.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 #include <dirent.h>
@@ -110,6 +111,7 @@ int jj_master_run(const jj_config *cfg) {
 
     int n = cfg->workers;
     slot *w = calloc((size_t)n, sizeof *w);
+    if (jj_metrics_init(0) != 0) JJ_WARN("metrics: shared memory unavailable (%s): per-worker counts", strerror(errno));
     int closefds[] = {sfd, ready[0], ifd, -1};
     if (ifd < 0) closefds[2] = -1;
     for (int i = 0; i < n; i++) {

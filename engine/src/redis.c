@@ -24,8 +24,12 @@
  *    only when nothing can reach it any more: no current context, no op
  *    alive (ops point back at it) and no function of ours on the stack
  *    (busy). See maybe_destroy.
+ *
+ * The endpoint helpers (address, AUTH, backoff, error reporting; see
+ * redis_internal.h) are shared with the pub/sub subscriber in redis_sub.c.
  */
 #include "redis.h"
+#include "redis_internal.h"
 
 #include "log.h"
 #include "sha1.h"
@@ -42,8 +46,8 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define BACKOFF_MIN_MS 25.0
-#define BACKOFF_MAX_MS 500.0
+#define BACKOFF_MIN_MS JJ_REDIS_BACKOFF_MIN_MS
+#define BACKOFF_MAX_MS JJ_REDIS_BACKOFF_MAX_MS
 #define TICK_S 1.0      /* ping period while up */
 #define STALL_S 3.0     /* no reply for this long while commands wait: dead */
 
@@ -86,9 +90,9 @@ typedef struct op {
 
 struct jj_redis {
     struct ev_loop *loop;
-    char *host, *user, *password, *prefix;   /* owned copies */
-    int port, db, max_pending;
-    double connect_timeout_s;
+    jj_redis_endpoint ep;
+    char *prefix;            /* owned copy */
+    int db, max_pending;
 
     redisAsyncContext *ac;   /* current connection (any state but DOWN) */
     unsigned conn;           /* bumped for every connection attempt */
@@ -103,8 +107,6 @@ struct jj_redis {
     ev_timer retry;          /* backoff before the next connect */
     ev_timer deadline;       /* connect + handshake timeout */
     ev_timer tick;           /* ping and stall check while up */
-    double backoff_ms;
-    uint64_t rng;
 
     size_t pending;          /* accepted user commands not yet called back */
     size_t ops_alive;        /* ops that point at this struct */
@@ -113,7 +115,6 @@ struct jj_redis {
 
     double latency_ms;
     uint64_t reconnects, script_reloads;
-    char last_error[256];
 
     script *scripts;
     size_t nscripts, cap_scripts;
@@ -134,27 +135,93 @@ static char *dup_or_null(const char *s) {
     return d;
 }
 
-/* xorshift64*: jitter only, no need for quality or for rand()'s global state. */
-static double rand01(jj_redis *r) {
-    r->rng ^= r->rng >> 12;
-    r->rng ^= r->rng << 25;
-    r->rng ^= r->rng >> 27;
-    return (double)((r->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
+/* ---- endpoint: shared with the subscriber (redis_internal.h) ----------- */
+
+int jj_endpoint_init(jj_redis_endpoint *ep, const jj_redis_config *cfg, const char *kind,
+                     const void *salt) {
+    ep->kind = kind;
+    ep->host = dup_or_null(cfg->host && cfg->host[0] ? cfg->host : "127.0.0.1");
+    ep->user = cfg->user && cfg->user[0] ? dup_or_null(cfg->user) : NULL;
+    ep->password = cfg->password && cfg->password[0] ? dup_or_null(cfg->password) : NULL;
+    ep->port = cfg->port > 0 ? cfg->port : 6379;
+    ep->connect_timeout_s = (cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 1000) / 1000.0;
+    ep->backoff_ms = BACKOFF_MIN_MS;
+    ep->rng = (uint64_t)(ev_time() * 1e6) ^ ((uint64_t)(uintptr_t)salt << 16) ^ (uint64_t)getpid();
+    if (ep->rng == 0)
+        ep->rng = 0x9e3779b97f4a7c15ULL;
+    if (ep->host == NULL || (cfg->user && cfg->user[0] && !ep->user) ||
+        (cfg->password && cfg->password[0] && !ep->password))
+        return -1;
+    return 0;
+}
+
+void jj_endpoint_free(jj_redis_endpoint *ep) {
+    free(ep->host);
+    free(ep->user);
+    free(ep->password);
 }
 
 /* Records the error for the status endpoint; logs it only when it changes,
  * so a Redis that stays down does not flood the log with one line per retry. */
-static void set_error(jj_redis *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_error(jj_redis *r, const char *fmt, ...) {
-    char buf[sizeof r->last_error];
+void jj_endpoint_error(jj_redis_endpoint *ep, const char *fmt, ...) {
+    char buf[sizeof ep->last_error];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    if (strcmp(buf, r->last_error) != 0) {
-        JJ_WARN("redis %s:%d: %s", r->host, r->port, buf);
-        memcpy(r->last_error, buf, sizeof buf);
+    if (strcmp(buf, ep->last_error) != 0) {
+        JJ_WARN("%s %s:%d: %s", ep->kind, ep->host, ep->port, buf);
+        memcpy(ep->last_error, buf, sizeof buf);
     }
+}
+
+#define set_error(r, ...) jj_endpoint_error(&(r)->ep, __VA_ARGS__)
+
+/* xorshift64*: jitter only, no need for quality or for rand()'s global
+ * state. */
+double jj_endpoint_next_delay(jj_redis_endpoint *ep) {
+    ep->rng ^= ep->rng >> 12;
+    ep->rng ^= ep->rng << 25;
+    ep->rng ^= ep->rng >> 27;
+    double u = (double)((ep->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
+    double d = ep->backoff_ms;
+    ep->backoff_ms = d * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d * 2;
+    return (d / 2 + u * (d / 2)) / 1000.0;
+}
+
+int jj_endpoint_auth_argv(const jj_redis_endpoint *ep, const char *argv[3]) {
+    if (ep->password == NULL)
+        return 0;
+    argv[0] = "AUTH";
+    argv[1] = ep->user ? ep->user : ep->password;
+    argv[2] = ep->password;
+    return ep->user ? 3 : 2;
+}
+
+redisAsyncContext *jj_endpoint_connect(jj_redis_endpoint *ep, struct ev_loop *loop, void *data,
+                                       redisConnectCallback *on_conn,
+                                       redisDisconnectCallback *on_disc) {
+    redisAsyncContext *ac = redisAsyncConnect(ep->host, ep->port);
+    if (ac == NULL) {
+        jj_endpoint_error(ep, "connect failed: out of memory");
+        return NULL;
+    }
+    if (ac->err) {
+        jj_endpoint_error(ep, "connect failed: %s", ac->c.errstr);
+        redisAsyncFree(ac);   /* never connected: no callbacks run */
+        return NULL;
+    }
+    ac->data = data;
+    if (redisLibevAttach(loop, ac) != REDIS_OK) {
+        jj_endpoint_error(ep, "connect failed: cannot attach to the event loop");
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    /* Order matters in 0.14.1: setting the connect callback arms the write
+     * watcher, so the adapter must be attached first. */
+    redisAsyncSetConnectCallback(ac, on_conn);
+    redisAsyncSetDisconnectCallback(ac, on_disc);
+    return ac;
 }
 
 static op *op_new(jj_redis *r, int kind, size_t extra) {
@@ -179,9 +246,7 @@ static void destroy(jj_redis *r) {
     for (size_t i = 0; i < r->nscripts; i++)
         free(r->scripts[i].src);
     free(r->scripts);
-    free(r->host);
-    free(r->user);
-    free(r->password);
+    jj_endpoint_free(&r->ep);
     free(r->prefix);
     free(r);
 }
@@ -245,12 +310,7 @@ static redisAsyncContext *detach(jj_redis *r) {
 static void schedule_retry(jj_redis *r) {
     if (r->closing)
         return;
-    double d = r->backoff_ms;
-    double delay = d / 2 + rand01(r) * (d / 2);
-    r->backoff_ms = d * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d * 2;
-    ev_timer_stop(r->loop, &r->retry);
-    ev_timer_set(&r->retry, delay / 1000.0, 0.);
-    ev_timer_start(r->loop, &r->retry);
+    jj_timer_rearm(r->loop, &r->retry, jj_endpoint_next_delay(&r->ep));
 }
 
 /* Drops the current connection ourselves (handshake failure, timeout,
@@ -285,29 +345,28 @@ static void lost(jj_redis *r, const redisAsyncContext *ac) {
 static void become_up(jj_redis *r) {
     r->state = ST_UP;
     ev_timer_stop(r->loop, &r->deadline);
-    r->backoff_ms = BACKOFF_MIN_MS;
+    r->ep.backoff_ms = BACKOFF_MIN_MS;
     if (r->ever_up)
         r->reconnects++;
     r->ever_up = 1;
     ev_timer_set(&r->tick, TICK_S, TICK_S);
     ev_timer_start(r->loop, &r->tick);
-    JJ_INFO("redis %s:%d: up", r->host, r->port);
+    JJ_INFO("redis %s:%d: up", r->ep.host, r->ep.port);
 }
 
 /* Arms the deadline timer to drop the connection from the loop; used where
  * hiredis forbids freeing the context (inside the connect callback). */
 static void drop_soon(jj_redis *r) {
     r->drop_now = 1;
-    ev_timer_stop(r->loop, &r->deadline);
-    ev_timer_set(&r->deadline, 0., 0.);
-    ev_timer_start(r->loop, &r->deadline);
+    jj_timer_rearm(r->loop, &r->deadline, 0.);
 }
 
 static int send_handshake(jj_redis *r) {
     int n = 0;
-    if (r->password) {
-        const char *argv[3] = { "AUTH", r->user ? r->user : r->password, r->password };
-        if (send_internal(r, OP_HANDSHAKE, "AUTH", r->user ? 3 : 2, argv, NULL) != 0)
+    const char *auth[3];
+    int auth_argc = jj_endpoint_auth_argv(&r->ep, auth);
+    if (auth_argc) {
+        if (send_internal(r, OP_HANDSHAKE, "AUTH", auth_argc, auth, NULL) != 0)
             return -1;
         n++;
     }
@@ -369,37 +428,17 @@ static void start_connect(jj_redis *r) {
     if (r->closing)
         return;
     r->conn++;
-    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    redisAsyncContext *ac = jj_endpoint_connect(&r->ep, r->loop, r, on_connect, on_disconnect);
     if (ac == NULL) {
-        set_error(r, "connect failed: out of memory");
         schedule_retry(r);
         return;
     }
-    if (ac->err) {
-        set_error(r, "connect failed: %s", ac->c.errstr);
-        redisAsyncFree(ac);   /* never connected: no callbacks run */
-        schedule_retry(r);
-        return;
-    }
-    ac->data = r;
-    if (redisLibevAttach(r->loop, ac) != REDIS_OK) {
-        set_error(r, "connect failed: cannot attach to the event loop");
-        redisAsyncFree(ac);
-        schedule_retry(r);
-        return;
-    }
-    /* Order matters in 0.14.1: setting the connect callback arms the write
-     * watcher, so the adapter must be attached first. */
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
     r->ac = ac;
     r->state = ST_CONNECTING;
     r->outstanding = 0;
     r->ping_inflight = 0;
     r->drop_now = 0;
-    ev_timer_stop(r->loop, &r->deadline);
-    ev_timer_set(&r->deadline, r->connect_timeout_s, 0.);
-    ev_timer_start(r->loop, &r->deadline);
+    jj_timer_rearm(r->loop, &r->deadline, r->ep.connect_timeout_s);
 }
 
 /* ---- timers ------------------------------------------------------------ */
@@ -417,7 +456,7 @@ static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     if (r->state == ST_UP)
         return;
     if (!r->drop_now)
-        set_error(r, "connect timed out after %.0f ms", r->connect_timeout_s * 1000);
+        set_error(r, "connect timed out after %.0f ms", r->ep.connect_timeout_s * 1000);
     drop(r);
 }
 
@@ -554,24 +593,14 @@ jj_redis *jj_redis_new(struct ev_loop *loop, const jj_redis_config *cfg) {
     if (r == NULL)
         return NULL;
     r->loop = loop;
-    r->host = dup_or_null(cfg->host && cfg->host[0] ? cfg->host : "127.0.0.1");
-    r->user = cfg->user && cfg->user[0] ? dup_or_null(cfg->user) : NULL;
-    r->password = cfg->password && cfg->password[0] ? dup_or_null(cfg->password) : NULL;
     r->prefix = dup_or_null(cfg->prefix ? cfg->prefix : "");
-    if (r->host == NULL || r->prefix == NULL || (cfg->user && cfg->user[0] && !r->user) ||
-        (cfg->password && cfg->password[0] && !r->password)) {
+    if (jj_endpoint_init(&r->ep, cfg, "redis", r) != 0 || r->prefix == NULL) {
         destroy(r);
         return NULL;
     }
-    r->port = cfg->port > 0 ? cfg->port : 6379;
     r->db = cfg->db;
     r->max_pending = cfg->max_pending > 0 ? cfg->max_pending : 10000;
-    r->connect_timeout_s = (cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 1000) / 1000.0;
-    r->backoff_ms = BACKOFF_MIN_MS;
     r->latency_ms = -1;
-    r->rng = (uint64_t)(ev_time() * 1e6) ^ ((uint64_t)(uintptr_t)r << 16) ^ (uint64_t)getpid();
-    if (r->rng == 0)
-        r->rng = 0x9e3779b97f4a7c15ULL;
     ev_init(&r->retry, retry_cb);
     ev_init(&r->deadline, deadline_cb);
     ev_init(&r->tick, tick_cb);
@@ -774,7 +803,7 @@ void jj_redis_get_status(const jj_redis *r, jj_redis_status *st) {
     st->latency_ms = r->latency_ms;
     st->reconnects = r->reconnects;
     st->script_reloads = r->script_reloads;
-    st->last_error = r->last_error;
+    st->last_error = r->ep.last_error;
 }
 
 /* ---- reply accessors: jj_redis_reply is hiredis's redisReply ----------- */

@@ -1,8 +1,10 @@
-/* redis.h: the engine's Redis client. The only file that includes hiredis is
- * redis.c; everything else sees these opaque types, so the transport can
- * change without touching callers.
+/* redis.h: the engine's Redis client. The only files that include hiredis
+ * are redis.c and redis_sub.c (through redis_internal.h); everything else
+ * sees these opaque types, so the transport can change without touching
+ * callers.
  *
- * One pipelined command connection per worker on the worker's libev loop.
+ * One pipelined command connection per worker on the worker's libev loop,
+ * plus one pub/sub subscriber connection (jj_redis_sub, below).
  * The client connects (AUTH, SELECT, SCRIPT LOAD of registered scripts) and
  * reconnects by itself with capped, jittered backoff. While it is not ready,
  * jj_redis_command fails at once: there is no unbounded queue.
@@ -73,6 +75,30 @@ int jj_redis_evalsha(jj_redis *r, const char sha[41], int numkeys, int argc,
 
 const char *jj_redis_prefix(const jj_redis *r);
 void jj_redis_get_status(const jj_redis *r, jj_redis_status *st);
+
+/* ---- pub/sub subscriber -------------------------------------------------- *
+ * A separate connection, subscribed to one channel. It connects (AUTH as
+ * the command connection does; no SELECT: pub/sub ignores databases),
+ * SUBSCRIBEs, and reconnects with the same capped, jittered backoff when
+ * the connection is lost, fails its handshake or stops answering (a
+ * heartbeat re-SUBSCRIBE every second; no reply for 3 s drops it). */
+typedef struct jj_redis_sub jj_redis_sub;
+/* One message published on the channel; payload is valid only during the
+ * call. */
+typedef void jj_redis_sub_msg_cb(const char *payload, size_t len, void *ud);
+/* up = 1 once SUBSCRIBE is confirmed on a new connection, 0 when that
+ * connection goes away. Called on changes only, never from
+ * jj_redis_sub_free. */
+typedef void jj_redis_sub_state_cb(int up, void *ud);
+
+/* cfg->db, prefix and max_pending are ignored. on_state may be NULL.
+ * Returns NULL on bad arguments or out of memory. Either callback may call
+ * jj_redis_sub_free. */
+jj_redis_sub *jj_redis_sub_new(struct ev_loop *loop, const jj_redis_config *cfg,
+                               const char *channel, jj_redis_sub_msg_cb *on_message,
+                               jj_redis_sub_state_cb *on_state, void *ud);
+void jj_redis_sub_free(jj_redis_sub *s);
+int jj_redis_sub_up(const jj_redis_sub *s);
 
 /* Reply accessors. */
 int jj_reply_type(const jj_redis_reply *r);

@@ -108,6 +108,10 @@ static int gen_init(lua_State *L) {
     lua_setfield(L, -2, "engine.redis");
     lua_pushcfunction(L, luaopen_engine_db);
     lua_setfield(L, -2, "engine.db");
+    lua_pushcfunction(L, luaopen_engine_lru);
+    lua_setfield(L, -2, "engine.lru");
+    lua_pushcfunction(L, luaopen_engine_metrics);
+    lua_setfield(L, -2, "engine.metrics");
     lua_pop(L, 2);
 
     if (kind == JJ_GEN_APP) {

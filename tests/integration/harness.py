@@ -102,6 +102,48 @@ class Redis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Monitor:
+    """Records every command a redis-server receives (MONITOR)."""
+
+    def __init__(self, redis):
+        self.sock = socket.create_connection(("127.0.0.1", redis.port), timeout=1)
+        self.sock.sendall(b"MONITOR\r\n")
+        self.lines = []
+        self.stopped = False
+        import threading
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        buf = b""
+        while not self.stopped:
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            *done, buf = buf.split(b"\r\n")
+            self.lines.extend(done)
+
+    def commands(self):
+        """Lower-cased command names seen so far."""
+        out = []
+        for line in self.lines:
+            parts = line.split(b'"')
+            if len(parts) > 1:
+                out.append(parts[1].decode("latin-1").lower())
+        return out
+
+    def stop(self):
+        self.stopped = True
+        self.thread.join(timeout=3)
+        self.sock.close()
+
+
 class Engine:
     """A jollyjet master with its workers, on a copy of lua/ and policies/
     (plus the test handlers) so tests can edit files freely."""

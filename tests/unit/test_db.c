@@ -585,14 +585,16 @@ static void test_migrate(void) {
 
     jj_db *db = open_db("mig.db", 2);
     if (!db) return;
-    CHECK_INT(scalar(db, "PRAGMA user_version"), 1);
-    CHECK_INT(scalar(db, "SELECT count(*) FROM sqlite_schema WHERE name IN ('products', 'wishlist')"), 2);
+    /* every migration of the tree applied: init, cache journal, seed */
+    CHECK(scalar(db, "PRAGMA user_version") >= 3);
+    CHECK_INT(scalar(db, "SELECT count(*) FROM sqlite_schema WHERE name IN ('products', 'wishlist', 'cache_journal')"), 3);
+    CHECK(scalar(db, "SELECT count(*) FROM products") >= 200);
     CHECK_INT(scalar(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'products' AND sql IS NOT NULL"), 2);
     jj_db_value prod[] = {vtext("p1"), vtext("Kettle"), vint(1999), vtext("kitchen"),
                           vtext("2024-01-01T00:00:00Z"), vtext("2024-01-01T00:00:00Z")};
     const char *ins = "INSERT INTO products (id, name, price_cents, category, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)";
     CHECK_INT(ok_exec(db, ins, prod, 6), 1);
-    CHECK_INT(scalar(db, "SELECT stock + wishlist_count + version + is_active FROM products"), 2);
+    CHECK_INT(scalar(db, "SELECT stock + wishlist_count + version + is_active FROM products WHERE id = 'p1'"), 2);
     jj_db_value neg[] = {vtext("p2"), vtext("Bad"), vint(-1), vtext("x"), vtext("t"), vtext("t")};
     jj_db_result *r = run(db, 0, ins, neg, 6);
     CHECK(r && contains(r->err, "CHECK constraint failed"));

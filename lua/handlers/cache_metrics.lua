@@ -1,0 +1,54 @@
+-- GET /api/cache/metrics: cache effectiveness, summed across workers
+-- (engine.metrics lives in memory shared by every worker of this instance).
+local metrics = require "engine.metrics"
+
+local pairs, floor = pairs, math.floor
+
+local FIELDS = {
+  hits = "cacheHits", misses = "cacheMisses", stale = "staleReads", loader_calls = "loaderCalls",
+  coalesced = "coalescedWaits", lease_waits = "leaseWaits", bypass = "bypassed",
+  invalidations = "invalidations", stale_fills_refused = "staleFillsRefused",
+  negative = "negativeFills", loader_errors = "loaderErrors", errors = "redisErrors",
+  early_refresh = "earlyRefreshes", tag_misses = "tagMisses",
+}
+
+local function rate(hits, misses)
+  local total = hits + misses
+  if total == 0 then return 0 end
+  return floor(hits / total * 10000 + 0.5) / 100
+end
+
+local function cache_metrics()
+  local snap = metrics.snapshot("cache_")
+  local overall, by_ns = {}, {}
+  for _, field in pairs(FIELDS) do overall[field] = 0 end
+  for name, value in pairs(snap) do
+    local what, ns = name:match('^cache_([%w_]+){ns="([%w_]+)"}$')
+    local field = what and FIELDS[what]
+    if field then
+      local t = by_ns[ns]
+      if not t then
+        t = {}
+        for _, f in pairs(FIELDS) do t[f] = 0 end
+        by_ns[ns] = t
+      end
+      t[field] = t[field] + value
+      if field ~= "loaderCalls" then overall[field] = overall[field] + value end
+    end
+  end
+  overall.loaderCalls = snap["cache_loader_calls"] or 0
+  overall.hitRate = rate(overall.cacheHits, overall.cacheMisses)
+  overall.l1Hits = snap['cache_hits_level{level="L1"}'] or 0
+  overall.l2Hits = snap['cache_hits_level{level="L2"}'] or 0
+  overall.journaledInvalidations = snap["cache_journaled"] or 0
+  for _, t in pairs(by_ns) do t.hitRate = rate(t.cacheHits, t.cacheMisses) end
+  overall.namespaces = by_ns   -- {} when nothing was cached yet
+  overall.success = true
+  return 200, overall, { ["Cache-Control"] = "no-store" }
+end
+
+return {
+  routes = {
+    { "GET", "/api/cache/metrics", cache_metrics },
+  },
+}

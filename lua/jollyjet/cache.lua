@@ -1,0 +1,543 @@
+-- jollyjet.cache: two-level cache-aside with the hard parts solved.
+--
+--   value, err, source, level = cache.fetch(ns, key, loader, opts?)
+--   values, err, sources = cache.fetch_many(ns, keys, loader_many, opts?)
+--   cache.set(ns, key, value, { version = n })        -- write-through
+--   cache.invalidate(ns, key, { version = n })         -- after a write
+--   cache.invalidate_tag(tag)                          -- O(1), however many entries carry it
+--
+-- Values are strings (callers serialise; products cache their JSON body so a
+-- hit is spliced into the response without decoding). loader() returns
+-- value, version? ; nil means "not found" (cached for ttl.negative);
+-- nil, err means failure. source is "HIT", "MISS", "STALE" or "BYPASS";
+-- level is "L1", "L2" (Redis) or "DB".
+--
+-- How the hard parts are done:
+-- * Stampedes: concurrent misses of one key coalesce inside a worker
+--   (single-flight on core.event) and across workers and instances (a Redis
+--   lease, SET NX PX with a random token): one loader call per key.
+-- * Stale fills: a write deletes the value and the lease and leaves a
+--   tombstone with the new version; a fill stores only while it still holds
+--   its lease, no newer version was written, and the tag generations it
+--   started with are unchanged (one atomic script).
+-- * Lists: tag generations. An entry records the generation of each tag it
+--   carries; invalidate_tag is one INCR and makes them all misses.
+-- * Freshness: XFetch early refresh, TTL jitter, stale-while-revalidate and
+--   stale-if-error inside a bounded grace, negative caching.
+-- * Consistency: "strong" namespaces never use L1; "bounded" ones use the
+--   per-worker L1 for at most max_lag_ms, purged everywhere via pub/sub.
+-- * Redis down: reads go to the loader, writes journal their invalidations in
+--   the database; workers replay the journal before they trust Redis again.
+local core = require "engine.core"
+local redis = require "engine.redis"
+local db = require "engine.db"
+local lru = require "engine.lru"
+local metrics = require "engine.metrics"
+local policy = require "jollyjet.policy"
+
+local type, error, tostring, tonumber, pairs, ipairs, pcall = type, error, tostring, tonumber, pairs, ipairs, pcall
+local concat, random, log, floor, fmt, byte = table.concat, math.random, math.log, math.floor, string.format, string.byte
+local find, sub = string.find, string.sub
+
+local _M = {}
+
+-- ----------------------------------------------------------- scripts
+
+-- KEYS: value, lease, tombstone, tag keys...
+-- ARGV: mode ("lease" | "fill" | "set"), token, envelope, px, version ("" if none), tag gens...
+-- lease: store only while holding the lease. fill: no lease (batch fills of
+-- versioned values). set: write-through, takes the lease away from any fill.
+local STORE = redis.script([[
+local mode, token, ver = ARGV[1], ARGV[2], ARGV[5]
+if mode == "lease" and redis.call("GET", KEYS[2]) ~= token then return 0 end
+if ver ~= "" then
+  local w = redis.call("GET", KEYS[3])
+  if w and tonumber(w) > tonumber(ver) then
+    if mode == "lease" then redis.call("DEL", KEYS[2]) end
+    return 0
+  end
+end
+for i = 4, #KEYS do
+  if (redis.call("GET", KEYS[i]) or "0") ~= ARGV[i + 2] then
+    if mode == "lease" then redis.call("DEL", KEYS[2]) end
+    return 0
+  end
+end
+redis.call("SET", KEYS[1], ARGV[3], "PX", ARGV[4])
+if mode ~= "fill" then redis.call("DEL", KEYS[2]) end
+if mode == "set" and ver ~= "" then redis.call("SET", KEYS[3], ver, "EX", 120) end
+return 1
+]])
+
+-- KEYS: lease. ARGV: token. Give the lease back only if it is still ours.
+local RELEASE = redis.script([[
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0
+]])
+
+-- ---------------------------------------------------------- helpers
+
+local function conf() return policy.get("cache") end
+
+local function vkey(ns, key) return redis.key("c", ns, key) end
+local function lkey(ns, key) return redis.key("l", ns, key) end
+local function wkey(ns, key) return redis.key("w", ns, key) end
+local function tkey(tag) return redis.key("t", tag) end
+
+local function count(name, ns, n)
+  metrics.incr(fmt('cache_%s{ns="%s"}', name, ns), n or 1)
+end
+
+local function token()
+  local b = core.random_bytes(12)
+  return fmt(("%02x"):rep(12), byte(b, 1, 12))
+end
+
+-- Envelope: "<expiry>|<delta>|<version>|<negative>|<tag=gen,...>\n<value>"
+local function encode(value, expiry, delta, version, tags)
+  return concat({ fmt("%.3f", expiry), "|", fmt("%.4f", delta), "|", version and tostring(version) or "",
+                  "|", value == nil and "1" or "0", "|", tags or "", "\n", value or "" })
+end
+
+local function decode(s)
+  local nl = find(s, "\n", 1, true)
+  if not nl then return nil end
+  local x, d, ver, neg, tags = s:match("^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^\n]*)")
+  if not x then return nil end
+  return {
+    value = neg ~= "1" and sub(s, nl + 1) or nil,
+    expiry = tonumber(x), delta = tonumber(d) or 0, version = tonumber(ver),
+    negative = neg == "1", tags = tags,
+  }
+end
+
+local function ns_conf(ns)
+  local c = conf()
+  local ttl = c.ttl[ns]
+  local nc = c.namespaces[ns]
+  if not ttl or not nc then error("cache: unknown namespace '" .. tostring(ns) .. "'", 3) end
+  return c, ttl, nc
+end
+
+local function l1_for(c, ns)
+  return lru.cache(ns, { max_items = c.l1.max_items, max_bytes = c.l1.max_bytes })
+end
+
+local function jittered(ttl, jitter)
+  return ttl * (1 + jitter * (2 * random() - 1))
+end
+
+-- tags string "a=1,b=2" for a list of tags and their generations
+local function tags_string(tags, gens)
+  if not tags then return "" end
+  local parts = {}
+  for i, t in ipairs(tags) do parts[i] = t .. "=" .. (gens[i] or "0") end
+  return concat(parts, ",")
+end
+
+-- ------------------------------------------------------ journal
+
+local journal_dirty = false
+local replayed_at = nil     -- redis reconnect count at the last replay
+local replaying = nil       -- core.event while a replay runs
+
+local function journal(op, ns, key, version)
+  local n, err = db.exec("INSERT INTO cache_journal (op, ns, key, version) VALUES (?, ?, ?, ?)",
+                         op, ns, key or "", version or db.null)
+  journal_dirty = true
+  if not n then
+    core.log("error", "cache: cannot journal an invalidation of " .. ns .. ":" .. tostring(key) .. ": " .. err)
+  end
+  metrics.incr("cache_journaled")
+end
+
+local function apply_invalidation(op, ns, key, version)
+  local cmds
+  if op == "tag" then
+    cmds = { { "INCR", tkey(ns) }, { "PUBLISH", redis.key("invalidate"), "*\t*" } }
+  else
+    cmds = { { "DEL", vkey(ns, key), lkey(ns, key) } }
+    if version then cmds[2] = { "SET", wkey(ns, key), tostring(version), "EX", "120" } end
+    cmds[#cmds + 1] = { "PUBLISH", redis.key("invalidate"), ns .. "\t" .. key }
+  end
+  local res, err = redis.pipeline(cmds)
+  if not res then return nil, err end
+  for _, r in ipairs(res) do
+    if type(r) == "table" and r.err then return nil, r.err end
+  end
+  return true
+end
+
+-- Replays journaled invalidations; true when Redis may be trusted again.
+local function replay()
+  local rows, err = db.query("SELECT id, op, ns, key, version FROM cache_journal ORDER BY id LIMIT 1000")
+  if not rows then
+    core.log("error", "cache: cannot read the invalidation journal: " .. err)
+    return false
+  end
+  for _, r in ipairs(rows) do
+    local ok = apply_invalidation(r.op, r.ns, r.key, r.version)
+    if not ok then return false end
+    db.exec("DELETE FROM cache_journal WHERE id = ?", r.id)
+  end
+  if #rows == 1000 then return replay() end
+  if #rows > 0 then core.log("info", "cache: replayed " .. #rows .. " journaled invalidation(s)") end
+  return true
+end
+
+-- Redis is usable for cache reads when it is up and every invalidation that
+-- could not reach it has been replayed (after each reconnect, and after a
+-- local failure to invalidate).
+local function redis_usable()
+  local st = redis.status()
+  if not st.up then return false end
+  if replayed_at == st.reconnects and not journal_dirty then return true end
+  if replaying then   -- another request is replaying: wait for its verdict
+    local ok = replaying:wait(conf().lease_ms / 1000)
+    return ok == true
+  end
+  local ev = core.event()
+  replaying = ev
+  journal_dirty = false
+  local ok, res = pcall(replay)
+  replaying = nil
+  local usable = ok and res or false
+  if usable then replayed_at = st.reconnects else journal_dirty = true end
+  ev:signal(usable)
+  return usable
+end
+_M.redis_usable = redis_usable
+
+-- ------------------------------------------------------------ reads
+
+-- envelope or nil, plus an error when Redis failed
+local function read_l2(ns, key, tags)
+  if not tags then
+    local s, err = redis.call("GET", vkey(ns, key))
+    if err then return nil, err end
+    return s and decode(s), nil, {}
+  end
+  local keys = { vkey(ns, key) }
+  for i, t in ipairs(tags) do keys[i + 1] = tkey(t) end
+  local res, err = redis.call("MGET", table.unpack(keys))
+  if not res then return nil, err end
+  local gens = {}
+  for i = 1, #tags do
+    local g = res[i + 1]
+    gens[i] = (g == redis.null or g == nil) and "0" or g
+  end
+  local s = res[1]
+  if s == redis.null or s == nil then return nil, nil, gens end
+  local env = decode(s)
+  if env and env.tags ~= tags_string(tags, gens) then
+    count("tag_misses", ns)
+    return nil, nil, gens
+  end
+  return env, nil, gens
+end
+
+local inflight = {}     -- "ns\0key" -> core.event of the fill in progress
+local refreshing = {}   -- "ns\0key" -> true while a background refresh runs
+
+local function load_direct(ns, loader)
+  count("loader_calls", ns)
+  metrics.incr("cache_loader_calls")
+  local v, ver_or_err = loader()
+  return v, ver_or_err
+end
+
+-- One fill: lease, loader, atomic store. Returns value, err, source.
+local function do_fill(ns, key, loader, opts, stale)
+  local c, ttl, nc = ns_conf(ns)
+  local tags = opts.tags
+  local lease_ms = c.lease_ms
+  local tok = token()
+  local deadline = core.time() + lease_ms / 1000
+  local wait = 0.002
+  while true do
+    local cmds = { { "SET", lkey(ns, key), tok, "NX", "PX", tostring(lease_ms) } }
+    if tags then
+      local mget = { "MGET" }
+      for i, t in ipairs(tags) do mget[i + 1] = tkey(t) end
+      cmds[2] = mget
+    end
+    local res, err = redis.pipeline(cmds)
+    if not res then   -- Redis failed under us: serve from the loader
+      local v, e = load_direct(ns, loader)
+      if v == nil and e ~= nil then return nil, e, "BYPASS" end
+      return v, nil, "BYPASS"
+    end
+    if res[1] == "OK" then
+      local gens = {}
+      if tags then
+        for i = 1, #tags do
+          local g = res[2][i]
+          gens[i] = (g == redis.null or g == nil) and "0" or g
+        end
+      end
+      local t0 = core.time()
+      count("loader_calls", ns)
+      metrics.incr("cache_loader_calls")
+      local value, ver_or_err = loader()
+      if value == nil and ver_or_err ~= nil then
+        redis.evalsha(RELEASE, { lkey(ns, key) }, { tok })
+        count("loader_errors", ns)
+        if stale then
+          count("stale", ns)
+          return stale.value, nil, "STALE"
+        end
+        return nil, ver_or_err, "MISS"
+      end
+      local now = core.time()
+      local life = value == nil and c.ttl.negative or jittered(ttl, c.jitter)
+      local version = value ~= nil and ver_or_err or nil
+      local env = encode(value, now + life, now - t0, version, tags and tags_string(tags, gens))
+      local keys = { vkey(ns, key), lkey(ns, key), wkey(ns, key) }
+      local argv = { "lease", tok, env, tostring(floor((life + c.grace) * 1000)), version and tostring(version) or "" }
+      if tags then
+        for i, t in ipairs(tags) do keys[3 + i] = tkey(t); argv[5 + i] = gens[i] end
+      end
+      local stored = redis.evalsha(STORE, keys, argv)
+      if stored == 1 and nc.consistency == "bounded" then
+        l1_for(c, ns):set(key, env, math.min(life, nc.max_lag_ms / 1000))
+      elseif stored == 0 then
+        count("stale_fills_refused", ns)
+      end
+      if value == nil then count("negative", ns) end
+      return value, nil, "MISS"
+    end
+    -- Another worker or instance holds the lease: wait for its value.
+    if core.time() > deadline then
+      local v, e = load_direct(ns, loader)
+      if v == nil and e ~= nil then return nil, e, "MISS" end
+      return v, nil, "MISS"
+    end
+    count("lease_waits", ns)
+    core.sleep(wait)
+    wait = math.min(wait * 2, 0.05)
+    local env = read_l2(ns, key, tags)
+    if env and env.expiry > core.time() then return env.value, nil, "HIT" end
+  end
+end
+
+-- Single-flight inside the worker around do_fill.
+local function fill(ns, key, loader, opts, stale)
+  local fk = ns .. "\0" .. key
+  local ev = inflight[fk]
+  if ev then
+    count("coalesced", ns)
+    local c = conf()
+    local v, err, src = ev:wait(c.lease_ms / 1000 + 30)
+    if err == "timeout" and v == nil then return nil, "timeout", "MISS" end
+    return v, err, src == "MISS" and "HIT" or src
+  end
+  ev = core.event()
+  inflight[fk] = ev
+  local ok, v, err, src = pcall(do_fill, ns, key, loader, opts, stale)
+  inflight[fk] = nil
+  if not ok then
+    ev:signal(nil, "fill failed")
+    error(v, 0)
+  end
+  ev:signal(v, err, src)
+  return v, err, src
+end
+
+local function refresh_later(ns, key, loader, opts, env)
+  local fk = ns .. "\0" .. key
+  if refreshing[fk] or inflight[fk] then return end
+  refreshing[fk] = true
+  core.spawn(function()
+    local ok, err = pcall(fill, ns, key, loader, opts, env)
+    refreshing[fk] = nil
+    if not ok then core.log("warn", "cache: refresh of " .. ns .. ":" .. key .. " failed: " .. tostring(err)) end
+  end)
+end
+
+local EMPTY = {}
+
+function _M.fetch(ns, key, loader, opts)
+  if type(key) ~= "string" then error("cache.fetch: key must be a string", 2) end
+  if type(loader) ~= "function" then error("cache.fetch: loader must be a function", 2) end
+  opts = opts or EMPTY
+  local c, _, nc = ns_conf(ns)
+
+  if opts.bypass then
+    count("bypass", ns)
+    local v, e = load_direct(ns, loader)
+    if v == nil and e ~= nil then return nil, e, "BYPASS", "DB" end
+    return v, nil, "BYPASS", "DB"
+  end
+
+  local now = core.time()
+  local l1
+  if nc.consistency == "bounded" then
+    l1 = l1_for(c, ns)
+    local s = l1:get(key)
+    if s then
+      local env = decode(s)
+      if env and env.expiry > now then
+        count("hits", ns)
+        metrics.incr('cache_hits_level{level="L1"}')
+        return env.value, nil, "HIT", "L1"
+      end
+    end
+  end
+
+  if not redis_usable() then
+    count("bypass", ns)
+    local v, e = load_direct(ns, loader)
+    if v == nil and e ~= nil then return nil, e, "BYPASS", "DB" end
+    return v, nil, "BYPASS", "DB"
+  end
+
+  local env, err = read_l2(ns, key, opts.tags)
+  if err then
+    count("errors", ns)
+    local v, e = load_direct(ns, loader)
+    if v == nil and e ~= nil then return nil, e, "BYPASS", "DB" end
+    return v, nil, "BYPASS", "DB"
+  end
+  if env then
+    if env.expiry > now then
+      -- XFetch: refresh early with a probability that grows near expiry.
+      if c.beta > 0 and env.delta > 0 and now - env.delta * c.beta * log(random()) >= env.expiry then
+        count("early_refresh", ns)
+        refresh_later(ns, key, loader, opts, env)
+      end
+      if l1 then l1:set(key, encode(env.value, env.expiry, env.delta, env.version, env.tags),
+                        math.min(env.expiry - now, nc.max_lag_ms / 1000)) end
+      count("hits", ns)
+      metrics.incr('cache_hits_level{level="L2"}')
+      return env.value, nil, "HIT", "L2"
+    elseif now < env.expiry + c.grace then
+      count("stale", ns)
+      refresh_later(ns, key, loader, opts, env)
+      return env.value, nil, "STALE", "L2"
+    end
+  end
+  count("misses", ns)
+  local v, e, src = fill(ns, key, loader, opts, env)
+  return v, e, src, src == "MISS" and "DB" or "L2"
+end
+
+-- values, err, sources = cache.fetch_many(ns, keys, loader_many, opts?)
+-- loader_many(missing_keys) -> { [key] = { value = s, version = n } } or nil, err.
+-- For versioned entities (a batch fill is protected by the tombstone
+-- version, not by a lease).
+function _M.fetch_many(ns, keys, loader_many, opts)
+  if type(keys) ~= "table" then error("cache.fetch_many: keys must be a list", 2) end
+  if type(loader_many) ~= "function" then error("cache.fetch_many: loader must be a function", 2) end
+  opts = opts or EMPTY
+  local c, ttl, nc = ns_conf(ns)
+  local values, sources = {}, {}
+  local missing = {}
+  local now = core.time()
+  local l1 = nc.consistency == "bounded" and l1_for(c, ns) or nil
+  local usable = not opts.bypass and redis_usable()
+
+  local want = {}
+  for _, k in ipairs(keys) do
+    local s = l1 and l1:get(k)
+    local env = s and decode(s)
+    if env and env.expiry > now then
+      values[k], sources[k] = env.value, "HIT"
+      count("hits", ns)
+    else
+      want[#want + 1] = k
+    end
+  end
+  if #want > 0 and usable then
+    local rk = {}
+    for i, k in ipairs(want) do rk[i] = vkey(ns, k) end
+    local res = redis.call("MGET", table.unpack(rk))
+    for i, k in ipairs(want) do
+      local s = res and res[i]
+      local env = (s and s ~= redis.null) and decode(s) or nil
+      if env and env.expiry > now then
+        values[k], sources[k] = env.value, "HIT"
+        count("hits", ns)
+        if l1 then l1:set(k, s, math.min(env.expiry - now, nc.max_lag_ms / 1000)) end
+      else
+        missing[#missing + 1] = k
+      end
+    end
+  else
+    for _, k in ipairs(want) do missing[#missing + 1] = k end
+  end
+  if #missing == 0 then return values, nil, sources end
+
+  count("misses", ns, #missing)
+  count("loader_calls", ns)
+  metrics.incr("cache_loader_calls")
+  local loaded, err = loader_many(missing)
+  if not loaded then return nil, err, sources end
+  local src = usable and "MISS" or "BYPASS"
+  local t1 = core.time()
+  for _, k in ipairs(missing) do
+    local item = loaded[k]
+    local value = item and item.value or nil
+    local version = item and item.version or nil
+    values[k], sources[k] = value, src
+    if usable then
+      local life = value == nil and c.ttl.negative or jittered(ttl, c.jitter)
+      local env = encode(value, t1 + life, 0, version, nil)
+      redis.evalsha(STORE, { vkey(ns, k), lkey(ns, k), wkey(ns, k) },
+        { "fill", "", env, tostring(floor((life + c.grace) * 1000)), version and tostring(version) or "" })
+    end
+  end
+  return values, nil, sources
+end
+
+-- Write-through after a write of the database: the new value replaces the
+-- cached one and no older fill can store over it.
+function _M.set(ns, key, value, opts)
+  if type(value) ~= "string" then error("cache.set: value must be a string", 2) end
+  opts = opts or EMPTY
+  local c, ttl, nc = ns_conf(ns)
+  local version = opts.version
+  local life = jittered(ttl, c.jitter)
+  local env = encode(value, core.time() + life, 0, version, nil)
+  local ok
+  if redis.status().up then
+    ok = redis.evalsha(STORE, { vkey(ns, key), lkey(ns, key), wkey(ns, key) },
+      { "set", "", env, tostring(floor((life + c.grace) * 1000)), version and tostring(version) or "" })
+    if ok ~= nil and nc.consistency == "bounded" then
+      redis.call("PUBLISH", redis.key("invalidate"), ns .. "\t" .. key)
+    end
+  end
+  if not ok then journal("key", ns, key, version) end
+  if nc.consistency == "bounded" then l1_for(c, ns):delete(key) end
+  return true
+end
+
+-- After a write: the cached value and any fill in progress are void; with a
+-- version, a fill that read an older row can no longer be stored.
+function _M.invalidate(ns, key, opts)
+  if type(key) ~= "string" then error("cache.invalidate: key must be a string", 2) end
+  local c, _, nc = ns_conf(ns)
+  local version = opts and opts.version
+  local ok = redis.status().up and apply_invalidation("key", ns, key, version)
+  if not ok then journal("key", ns, key, version) end
+  if nc.consistency == "bounded" then l1_for(c, ns):delete(key) end
+  count("invalidations", ns)
+  return true
+end
+
+function _M.invalidate_tag(tag)
+  if type(tag) ~= "string" or tag == "" then error("cache.invalidate_tag: tag must be a string", 2) end
+  local ok = redis.status().up and apply_invalidation("tag", tag)
+  if not ok then journal("tag", tag) end
+  metrics.incr("cache_tag_invalidations")
+  return true
+end
+
+-- true when the client asked for a fresh answer (Cache-Control: no-cache).
+function _M.bypass(req)
+  local cc = req.headers and req.headers["cache-control"]
+  local pragma = req.headers and req.headers["pragma"]
+  return (cc ~= nil and (cc:find("no-cache", 1, true) or cc:find("no-store", 1, true)) ~= nil)
+      or (pragma ~= nil and pragma:find("no-cache", 1, true) ~= nil)
+end
+
+return _M
