@@ -8,6 +8,7 @@
 #include <ev.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@ struct jj_gen {
     size_t mem, mem_limit;
     int entry_ref;         /* registry ref of jollyjet.app's handle, or LUA_NOREF */
     jj_task *running;      /* task being resumed right now */
+    long load_instr, load_limit;
 };
 
 struct jj_task {
@@ -126,6 +128,16 @@ static int gen_init(lua_State *L) {
     return 0;
 }
 
+/* Loading a generation runs user code too (modules, policy files): an
+ * endless loop there must fail the reload, not hang the worker. */
+static void load_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    jj_gen *g = gen_of(L);
+    g->load_instr += HOOK_STEP;
+    if (g->load_instr > g->load_limit)
+        luaL_error(L, "loading exceeded its instruction budget (%d instructions)", (int)g->load_limit);
+}
+
 jj_gen *jj_gen_new(jj_engine *e, int kind, unsigned number, char *err, size_t errlen) {
     jj_gen *g = calloc(1, sizeof *g);
     if (!g) { snprintf(err, errlen, "out of memory"); return NULL; }
@@ -137,6 +149,9 @@ jj_gen *jj_gen_new(jj_engine *e, int kind, unsigned number, char *err, size_t er
     g->L = lua_newstate(gen_alloc, g);
     if (!g->L) { free(g); snprintf(err, errlen, "cannot create Lua state"); return NULL; }
     *gen_slot(g->L) = g;
+    long limit = jj_engine_config(e)->instruction_limit;
+    g->load_limit = limit > 0 && limit < LONG_MAX / 20 ? limit * 20 : LONG_MAX;
+    lua_sethook(g->L, load_hook, LUA_MASKCOUNT, HOOK_STEP);
     lua_pushcfunction(g->L, gen_init);
     lua_pushinteger(g->L, kind);
     if (lua_pcall(g->L, 1, 0, 0) != LUA_OK) {
@@ -145,6 +160,7 @@ jj_gen *jj_gen_new(jj_engine *e, int kind, unsigned number, char *err, size_t er
         gen_close(g);
         return NULL;
     }
+    lua_sethook(g->L, NULL, 0, 0);
     lua_settop(g->L, 0);
     lua_gc(g->L, LUA_GCGEN, 0, 0);
     return g;

@@ -81,6 +81,15 @@ def test_broken_handler_module_is_rejected(e):
     wait_until(lambda: health_all(e, lambda h: h["policies"]["last_reload_error"] is None), 5, what="cleared")
 
 
+def test_endless_loop_in_a_policy_is_rejected_not_hung(e):
+    write_policy(e, "while true do end\nreturn {}\n")
+    wait_until(lambda: "instruction budget" in (e.json("GET", "/health", timeout=5)[2]["policies"]["last_reload_error"] or ""),
+               10, what="load budget error")
+    assert e.get("/test/ok")[0] == 200
+    write_policy(e, POLICY % 1800)
+    wait_until(lambda: health_all(e, lambda h: h["policies"]["last_reload_error"] is None), 5, what="cleared")
+
+
 def test_sighup_reloads(e):
     g0 = e.json("GET", "/test/policy")[2]["generation"]
     e.signal(signal.SIGHUP)
