@@ -150,7 +150,7 @@ jj_gen *jj_gen_new(jj_engine *e, int kind, unsigned number, char *err, size_t er
     if (!g->L) { free(g); snprintf(err, errlen, "cannot create Lua state"); return NULL; }
     *gen_slot(g->L) = g;
     long limit = jj_engine_config(e)->instruction_limit;
-    g->load_limit = limit > 0 && limit < LONG_MAX / 20 ? limit * 20 : LONG_MAX;
+    g->load_limit = limit > 0 ? limit : LONG_MAX;   /* same budget as one request */
     lua_sethook(g->L, load_hook, LUA_MASKCOUNT, HOOK_STEP);
     lua_pushcfunction(g->L, gen_init);
     lua_pushinteger(g->L, kind);
