@@ -255,11 +255,13 @@ local function do_fill(ns, key, loader, opts, stale)
   local deadline = core.time() + lease_ms / 1000
   local wait = 0.002
   while true do
-    local cmds = { { "SET", lkey(ns, key), tok, "NX", "PX", tostring(lease_ms) } }
+    -- The value is read again with the lease: another worker may have
+    -- stored it (and released its lease) since our first read.
+    local cmds = { { "SET", lkey(ns, key), tok, "NX", "PX", tostring(lease_ms) }, { "GET", vkey(ns, key) } }
     if tags then
       local mget = { "MGET" }
       for i, t in ipairs(tags) do mget[i + 1] = tkey(t) end
-      cmds[2] = mget
+      cmds[3] = mget
     end
     local res, err = redis.pipeline(cmds)
     if not res then   -- Redis failed under us: serve from the loader
@@ -271,9 +273,14 @@ local function do_fill(ns, key, loader, opts, stale)
       local gens = {}
       if tags then
         for i = 1, #tags do
-          local g = res[2][i]
-          gens[i] = (g == redis.null or g == nil) and "0" or g
+          local g = type(res[3]) == "table" and res[3][i]
+          gens[i] = (g == redis.null or not g) and "0" or g
         end
+      end
+      local current = type(res[2]) == "string" and decode(res[2])
+      if current and current.expiry > core.time() and (not tags or current.tags == tags_string(tags, gens)) then
+        redis.evalsha(RELEASE, { lkey(ns, key) }, { tok })
+        return current.value, nil, "HIT"
       end
       local t0 = core.time()
       count("loader_calls", ns)
