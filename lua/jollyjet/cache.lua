@@ -119,8 +119,24 @@ local function ns_conf(ns)
   return c, ttl, nc
 end
 
-local function l1_for(c, ns)
-  return lru.cache(ns, { max_items = c.l1.max_items, max_bytes = c.l1.max_bytes })
+-- The L1 of a bounded namespace, or nil. L1 is used only while the
+-- invalidation subscriber is up: without it this worker would not hear of
+-- writes elsewhere. Handles are kept per generation (its policy is fixed).
+local l1_handles = {}
+local function l1_for(c, ns, nc)
+  if nc and (nc.consistency ~= "bounded" or not lru.subscriber_up()) then return nil end
+  local h = l1_handles[ns]
+  if not h then
+    h = lru.cache(ns, { max_items = c.l1.max_items, max_bytes = c.l1.max_bytes })
+    l1_handles[ns] = h
+  end
+  return h
+end
+
+-- Store into L1 only if no invalidation reached it since seq was taken: a
+-- write answered meanwhile must not be undone by a slower read.
+local function l1_store(l1, seq, key, env, life)
+  if l1 and l1:seq() == seq and life > 0 then l1:set(key, env, life) end
 end
 
 local function jittered(ttl, jitter)
@@ -191,7 +207,7 @@ end
 local function redis_usable()
   local st = redis.status()
   if not st.up then return false end
-  if replayed_at == st.reconnects and not journal_dirty then return true end
+  if replayed_at == st.reconnects and not journal_dirty and not replaying then return true end
   if replaying then   -- another request is replaying: wait for its verdict
     local ok = replaying:wait(conf().lease_ms / 1000)
     return ok == true
@@ -249,6 +265,8 @@ end
 -- One fill: lease, loader, atomic store. Returns value, err, source.
 local function do_fill(ns, key, loader, opts, stale)
   local c, ttl, nc = ns_conf(ns)
+  local l1 = l1_for(c, ns, nc)
+  local seq = l1 and l1:seq()
   local tags = opts.tags
   local lease_ms = c.lease_ms
   local tok = token()
@@ -278,14 +296,20 @@ local function do_fill(ns, key, loader, opts, stale)
         end
       end
       local current = type(res[2]) == "string" and decode(res[2])
-      if current and current.expiry > core.time() and (not tags or current.tags == tags_string(tags, gens)) then
+      -- (An early refresh finds the very entry it was asked to refresh: not an answer.)
+      if current and current.expiry > core.time() and (not tags or current.tags == tags_string(tags, gens))
+         and not (stale and stale.expiry == current.expiry) then
         redis.evalsha(RELEASE, { lkey(ns, key) }, { tok })
         return current.value, nil, "HIT"
       end
       local t0 = core.time()
       count("loader_calls", ns)
       metrics.incr("cache_loader_calls")
-      local value, ver_or_err = loader()
+      local lok, value, ver_or_err = pcall(loader)
+      if not lok then   -- give the lease back, or other workers wait lease_ms for nothing
+        redis.evalsha(RELEASE, { lkey(ns, key) }, { tok })
+        error(value, 0)
+      end
       if value == nil and ver_or_err ~= nil then
         redis.evalsha(RELEASE, { lkey(ns, key) }, { tok })
         count("loader_errors", ns)
@@ -305,13 +329,13 @@ local function do_fill(ns, key, loader, opts, stale)
         for i, t in ipairs(tags) do keys[3 + i] = tkey(t); argv[5 + i] = gens[i] end
       end
       local stored = redis.evalsha(STORE, keys, argv)
-      if stored == 1 and nc.consistency == "bounded" then
-        l1_for(c, ns):set(key, env, math.min(life, nc.max_lag_ms / 1000))
+      if stored == 1 then
+        l1_store(l1, seq, key, env, math.min(life, nc.max_lag_ms / 1000))
       elseif stored == 0 then
         count("stale_fills_refused", ns)
       end
       if value == nil then count("negative", ns) end
-      return value, nil, "MISS"
+      return value, nil, "MISS", stored == 0
     end
     -- Another worker or instance holds the lease: wait for its value.
     if core.time() > deadline then
@@ -334,19 +358,22 @@ local function fill(ns, key, loader, opts, stale)
   if ev then
     count("coalesced", ns)
     local c = conf()
-    local v, err, src = ev:wait(c.lease_ms / 1000 + 30)
+    local v, err, src, refused = ev:wait(c.lease_ms / 1000 + 30)
     if err == "timeout" and v == nil then return nil, "timeout", "MISS" end
+    -- Its store was refused: a write landed while it loaded, and we may have
+    -- asked after that write was answered. Fill again (the lease coalesces).
+    if refused then return do_fill(ns, key, loader, opts, stale) end
     return v, err, src == "MISS" and "HIT" or src
   end
   ev = core.event()
   inflight[fk] = ev
-  local ok, v, err, src = pcall(do_fill, ns, key, loader, opts, stale)
+  local ok, v, err, src, refused = pcall(do_fill, ns, key, loader, opts, stale)
   inflight[fk] = nil
   if not ok then
     ev:signal(nil, "fill failed")
     error(v, 0)
   end
-  ev:signal(v, err, src)
+  ev:signal(v, err, src, refused)
   return v, err, src
 end
 
@@ -377,9 +404,9 @@ function _M.fetch(ns, key, loader, opts)
   end
 
   local now = core.time()
-  local l1
-  if nc.consistency == "bounded" then
-    l1 = l1_for(c, ns)
+  local l1 = l1_for(c, ns, nc)
+  local seq = l1 and l1:seq()
+  if l1 then
     local s = l1:get(key)
     if s then
       local env = decode(s)
@@ -412,8 +439,8 @@ function _M.fetch(ns, key, loader, opts)
         count("early_refresh", ns)
         refresh_later(ns, key, loader, opts, env)
       end
-      if l1 then l1:set(key, encode(env.value, env.expiry, env.delta, env.version, env.tags),
-                        math.min(env.expiry - now, nc.max_lag_ms / 1000)) end
+      l1_store(l1, seq, key, l1 and encode(env.value, env.expiry, env.delta, env.version, env.tags),
+               math.min(env.expiry - now, nc.max_lag_ms / 1000))
       count("hits", ns)
       metrics.incr('cache_hits_level{level="L2"}')
       return env.value, nil, "HIT", "L2"
@@ -424,7 +451,7 @@ function _M.fetch(ns, key, loader, opts)
     end
   end
   count("misses", ns)
-  local v, e, src = fill(ns, key, loader, opts, env)
+  local v, e, src = fill(ns, key, loader, opts, nil)   -- env, if any, is past its grace
   return v, e, src, src == "MISS" and "DB" or "L2"
 end
 
@@ -440,7 +467,8 @@ function _M.fetch_many(ns, keys, loader_many, opts)
   local values, sources = {}, {}
   local missing = {}
   local now = core.time()
-  local l1 = nc.consistency == "bounded" and l1_for(c, ns) or nil
+  local l1 = l1_for(c, ns, nc)
+  local seq = l1 and l1:seq()
   local usable = not opts.bypass and redis_usable()
 
   local want = {}
@@ -464,7 +492,7 @@ function _M.fetch_many(ns, keys, loader_many, opts)
       if env and env.expiry > now then
         values[k], sources[k] = env.value, "HIT"
         count("hits", ns)
-        if l1 then l1:set(k, s, math.min(env.expiry - now, nc.max_lag_ms / 1000)) end
+        l1_store(l1, seq, k, s, math.min(env.expiry - now, nc.max_lag_ms / 1000))
       else
         missing[#missing + 1] = k
       end
@@ -514,7 +542,7 @@ function _M.set(ns, key, value, opts)
     end
   end
   if not ok then journal("key", ns, key, version) end
-  if nc.consistency == "bounded" then l1_for(c, ns):delete(key) end
+  if nc.consistency == "bounded" then l1_for(c, ns):delete(key) end   -- pub/sub reaches us later
   return true
 end
 
@@ -526,7 +554,7 @@ function _M.invalidate(ns, key, opts)
   local version = opts and opts.version
   local ok = redis.status().up and apply_invalidation("key", ns, key, version)
   if not ok then journal("key", ns, key, version) end
-  if nc.consistency == "bounded" then l1_for(c, ns):delete(key) end
+  if nc.consistency == "bounded" then l1_for(c, ns):delete(key) end   -- pub/sub reaches us later
   count("invalidations", ns)
   return true
 end
