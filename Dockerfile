@@ -8,8 +8,7 @@ COPY CMakeLists.txt ./
 COPY engine engine
 COPY lua lua
 COPY policies policies
-COPY tests tests
-RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/opt/jollyjet \
+RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJJ_TESTS=OFF -DCMAKE_INSTALL_PREFIX=/opt/jollyjet \
     && cmake --build build -j"$(nproc)" --target jollyjet \
     && cmake --install build
 
@@ -19,7 +18,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /var/lib/jollyjet --create-home jollyjet
 COPY --from=build /opt/jollyjet /opt/jollyjet
-COPY engine/migrations /opt/jollyjet/share/jollyjet/migrations
 USER jollyjet
 WORKDIR /var/lib/jollyjet
 ENV PORT=8080 \

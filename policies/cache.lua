@@ -7,6 +7,7 @@ return {
     search = 300,     -- 5 min
     category = 3600,  -- 1 h
     wishlist = 900,   -- 15 min
+    response = 60,    -- 1 min: whole GET responses (policies/response_cache.lua)
     negative = 30,    -- 30 s for "not found"
   },
   jitter = 0.1,       -- +/- 10 %

@@ -595,7 +595,7 @@ describe("jollyjet.cache", function()
       cache.invalidate("wishlist", key)
       assert.is_nil(lru.cache("wishlist"):get(key))
       local v
-      v, _, src, level = cache.fetch("wishlist", key, loader)
+      v, _, src = cache.fetch("wishlist", key, loader)
       assert.equal("value2", v)
       assert.equal("MISS", src)
       assert.equal(2, l.calls)

@@ -54,7 +54,8 @@ describe("shipped policies", function()
 
   it("carry the seeds' TTLs", function()
     local ttl = policy.get("cache").ttl
-    assert.same({ product = 1800, list = 600, search = 300, category = 3600, wishlist = 900, negative = 30 }, ttl)
+    assert.same({ product = 1800, list = 600, search = 300, category = 3600, wishlist = 900, negative = 30,
+                  response = 60 }, ttl)
     assert.equal(0.1, policy.get("cache").jitter)
   end)
 end)

@@ -79,6 +79,26 @@ static int get_bool(env *e, const char *name, int def, int *out) {
     return 0;
 }
 
+/* An installed engine (PREFIX/bin/jollyjet) finds its files under
+ * PREFIX/share/jollyjet/<sub> when the variable is unset and the relative
+ * default (dst) does not exist in the working directory. */
+static void installed_default(env *e, const char *name, const char *sub, char *dst, size_t cap) {
+    if (var(e, name) || access(dst, F_OK) == 0) return;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');            /* PREFIX/bin/jollyjet -> PREFIX/bin */
+    if (slash) *slash = 0;
+    slash = strrchr(exe, '/');                  /* -> PREFIX */
+    if (!slash) return;
+    *slash = 0;
+    char path[PATH_MAX];
+    int len = snprintf(path, sizeof path, "%s/share/jollyjet/%s", exe, sub);
+    if (len < 0 || (size_t)len >= sizeof path || (size_t)len >= cap || access(path, F_OK) != 0) return;
+    memcpy(dst, path, (size_t)len + 1);
+}
+
 static int pct_decode(char *s) {
     char *o = s;
     for (char *p = s; *p; p++) {
@@ -179,6 +199,9 @@ int jj_config_load_from(jj_config *c, const char *(*get)(const char *, void *), 
     if (get_str(&e, "LUA_DIR", "lua", c->lua_dir, sizeof c->lua_dir)) return -1;
     if (get_str(&e, "POLICY_DIR", "policies", c->policy_dir, sizeof c->policy_dir)) return -1;
     if (get_str(&e, "MIGRATIONS_DIR", "engine/migrations", c->migrations_dir, sizeof c->migrations_dir)) return -1;
+    installed_default(&e, "LUA_DIR", "lua", c->lua_dir, sizeof c->lua_dir);
+    installed_default(&e, "POLICY_DIR", "policies", c->policy_dir, sizeof c->policy_dir);
+    installed_default(&e, "MIGRATIONS_DIR", "migrations", c->migrations_dir, sizeof c->migrations_dir);
     if (get_str(&e, "PID_FILE", "var/jollyjet.pid", c->pid_file, sizeof c->pid_file)) return -1;
 
     const char *lv = var(&e, "LOG_LEVEL");
@@ -206,6 +229,7 @@ int jj_config_load_from(jj_config *c, const char *(*get)(const char *, void *), 
     if (get_long(&e, "DB_THREADS", 2, 1, 64, &l)) return -1;
     c->db_threads = (int)l;
     if (get_bool(&e, "WATCH", 1, &c->watch)) return -1;
+    if (get_bool(&e, "RATELIMIT_ENABLED", 1, &c->ratelimit_enabled)) return -1;
     return 0;
 }
 

@@ -33,6 +33,7 @@ typedef struct jj_config {
     size_t lua_memory_limit;    /* LUA_MEMORY_MB per VM, default 256 MiB */
     int db_threads;             /* DB_THREADS, default 2 */
     int watch;                  /* WATCH (reload on file change), default 1 */
+    int ratelimit_enabled;      /* RATELIMIT_ENABLED (every rate-limit rule on), default 1 */
     char pid_file[1024];        /* PID_FILE, default var/jollyjet.pid */
 } jj_config;
 

@@ -21,6 +21,8 @@ struct jj_engine {
     jj_gen *gen;
     unsigned generation;
     char last_error[1024];
+    const jj_engine_module *modules;   /* borrowed: an embedding host's extra modules */
+    size_t nmodules;
 };
 
 struct ev_loop *jj_engine_loop(jj_engine *e) { return e->loop; }
@@ -50,10 +52,25 @@ static void on_subscriber_state(int up, void *ud) {
     if (!up) JJ_WARN("L1 invalidation subscriber down: L1 caches flushed");
 }
 
+void jj_engine_preload(jj_engine *e, lua_State *L, int t) {
+    t = lua_absindex(L, t);
+    for (size_t i = 0; i < e->nmodules; i++) {
+        lua_pushcfunction(L, e->modules[i].open);
+        lua_setfield(L, t, e->modules[i].name);
+    }
+}
+
 jj_engine *jj_engine_new(struct ev_loop *loop, const jj_config *cfg, int worker_id, int kind,
                          char *err, size_t errlen) {
+    return jj_engine_new_with(loop, cfg, worker_id, kind, NULL, 0, err, errlen);
+}
+
+jj_engine *jj_engine_new_with(struct ev_loop *loop, const jj_config *cfg, int worker_id, int kind,
+                              const jj_engine_module *mods, size_t nmods, char *err, size_t errlen) {
     jj_engine *e = calloc(1, sizeof *e);
     if (!e) { snprintf(err, errlen, "out of memory"); return NULL; }
+    e->modules = mods;
+    e->nmodules = nmods;
     e->loop = loop;
     e->cfg = cfg;
     e->worker_id = worker_id;

@@ -186,6 +186,8 @@ static int l_config(lua_State *L) {
     lua_setfield(L, -2, "admin_enabled");
     lua_pushinteger(L, (lua_Integer)c->max_body);
     lua_setfield(L, -2, "max_body");
+    lua_pushboolean(L, c->ratelimit_enabled);
+    lua_setfield(L, -2, "ratelimit_enabled");
     return 1;
 }
 

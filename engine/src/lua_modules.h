@@ -10,5 +10,7 @@ int luaopen_engine_redis(lua_State *L);  /* lua_redis.c */
 int luaopen_engine_db(lua_State *L);     /* lua_db.c */
 int luaopen_engine_lru(lua_State *L);    /* lua_lru.c */
 int luaopen_engine_metrics(lua_State *L); /* lua_metrics.c */
+int luaopen_engine_ratelimit(lua_State *L); /* lua_ratelimit.c */
+int luaopen_engine_lock(lua_State *L);   /* lua_lock.c */
 
 #endif

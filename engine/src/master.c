@@ -120,6 +120,7 @@ int jj_master_run(const jj_config *cfg) {
         w[i].backoff = 0.1;
     }
     JJ_INFO("master %d started %d worker(s) on %s:%d", (int)getpid(), n, cfg->host, cfg->port);
+    if (!cfg->ratelimit_enabled) JJ_INFO("RATELIMIT_ENABLED=false: every rate-limit rule is off");
 
     int stopping = 0, exit_code = 0, readies = 0;
     double reload_at = 0, kill_at = 0;

@@ -48,6 +48,11 @@ typedef struct jj_engine jj_engine;
  * engine's default I/O timeout. */
 jj_wait *jj_wait_new(lua_State *L, double timeout_ms);
 
+/* [-0, +0, -] 1 when jj_wait_new(L, ...) would succeed: L is the running
+ * task's coroutine, it can yield here and is not already waiting. 0 inside
+ * __gc, a __close run by lua_resetthread, a nested coroutine, load time. */
+int jj_wait_possible(lua_State *L);
+
 /* [-0, +0, -] Undoes jj_wait_new when the operation could not be started
  * (its callback will never run). */
 void jj_wait_abandon(jj_wait *w);

@@ -2,6 +2,7 @@
 #include "vm.h"
 #include "task.h"
 #include "engine.h"
+#include "engine_internal.h"
 #include "log.h"
 #include "lua_modules.h"
 
@@ -114,6 +115,11 @@ static int gen_init(lua_State *L) {
     lua_setfield(L, -2, "engine.lru");
     lua_pushcfunction(L, luaopen_engine_metrics);
     lua_setfield(L, -2, "engine.metrics");
+    lua_pushcfunction(L, luaopen_engine_ratelimit);
+    lua_setfield(L, -2, "engine.ratelimit");
+    lua_pushcfunction(L, luaopen_engine_lock);
+    lua_setfield(L, -2, "engine.lock");
+    jj_engine_preload(g->engine, L, -1);   /* an embedding host's modules (jollyjet.h) */
     lua_pop(L, 2);
 
     if (kind == JJ_GEN_APP) {
@@ -311,6 +317,11 @@ jj_wait *jj_wait_new(lua_State *L, double timeout_ms) {
     w->timer.data = w;
     t->wait = w;
     return w;
+}
+
+int jj_wait_possible(lua_State *L) {
+    jj_task *t = gen_of(L)->running;
+    return t && t->co == L && !t->wait && lua_isyieldable(L);
 }
 
 void jj_wait_abandon(jj_wait *w) {

@@ -16,10 +16,13 @@
 --     "products". Items come from the "product" ns (fetch_many) and their
 --     JSON texts are spliced into the body without decoding. Writes that can
 --     change list membership or order bump the "products" tag.
+-- What each write invalidates is policy (policies/invalidation.lua), applied
+-- through jollyjet.invalidation: product_created / _updated / _deleted.
 -- X-Cache on every GET is the cache's source for the product, or for the
 -- page's id list.
 local cache = require "jollyjet.cache"
 local catalog = require "jollyjet.catalog"
+local invalidation = require "jollyjet.invalidation"
 local http = require "jollyjet.http"
 local core = require "engine.core"
 local cjson = require("cjson.safe").new()
@@ -163,7 +166,7 @@ local function create_product(req)
   end
   local text = catalog.encode(row)
   cache.set("product", row.id, text, { version = row.version })
-  cache.invalidate_tag("products")
+  invalidation.apply("product_created", { id = row.id, version = row.version })
   return json_response(201, text, { Location = "/api/products/" .. row.id })
 end
 
@@ -175,14 +178,15 @@ local function update_product(req)
   local _, errs = catalog.validate(input, true)
   if errs then return validation_failed(errs) end
   if not valid_id(id) then return not_found(id) end
-  local row, err, lists_changed = catalog.update(id, input)
+  local row, err = catalog.update(id, input)
   if not row then
     if err == nil then return not_found(id) end
     if type(err) == "table" then return validation_failed(err) end
     return unavailable(err)
   end
-  cache.invalidate("product", id, { version = row.version })
-  if lists_changed then cache.invalidate_tag("products") end
+  local changed = {}   -- the fields this request wrote
+  for field in pairs(input) do changed[field] = true end
+  invalidation.apply("product_updated", { id = id, version = row.version, changed = changed })
   return json_response(200, catalog.encode(row))
 end
 
@@ -194,8 +198,7 @@ local function delete_product(req)
     if err == nil then return not_found(id) end
     return unavailable(err)
   end
-  cache.invalidate("product", id, { version = version + 1 })
-  cache.invalidate_tag("products")
+  invalidation.apply("product_deleted", { id = id, version = version + 1 })
   return 204, "", {}
 end
 

@@ -11,9 +11,11 @@
 -- Caching: "wishlist" ns, key = sid: {"ids":[...]} (most recently added
 -- first); items come from the "product" ns like list pages do. A toggle
 -- invalidates the product (its wishlistCount and version changed) and that
--- session's wishlist only: list pages hold ids, so they stay valid.
+-- session's wishlist only: list pages hold ids, so they stay valid (the
+-- "wishlist_toggled" event of policies/invalidation.lua).
 local cache = require "jollyjet.cache"
 local catalog = require "jollyjet.catalog"
+local invalidation = require "jollyjet.invalidation"
 local products = require "handlers.products"
 local core = require "engine.core"
 local cjson = require("cjson.safe").new()
@@ -73,8 +75,7 @@ local function toggle(req)
     if count == nil then return products.not_found(pid) end
     return products.unavailable(count)
   end
-  cache.invalidate("product", pid, { version = version })
-  cache.invalidate("wishlist", sid)
+  invalidation.apply("wishlist_toggled", { id = pid, version = version, session = sid })
   return products.json_response(200, concat({
     '{"productId":', catalog.json_string(pid), ',"wishlisted":', tostring(wishlisted),
     ',"wishlistCount":', tostring(count), "}",

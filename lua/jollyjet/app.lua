@@ -10,6 +10,8 @@ local core = require "engine.core"
 local router = require "jollyjet.router"
 local policy = require "jollyjet.policy"
 local http = require "jollyjet.http"
+local response_cache = require "jollyjet.response_cache"
+local ratelimit = require "jollyjet.ratelimit"
 
 local type, ipairs, error, xpcall, tostring = type, ipairs, error, xpcall, tostring
 local traceback = debug.traceback
@@ -34,6 +36,8 @@ for _, file in ipairs(names) do
     if not ok then error(("%s/%s:1: route %d: %s"):format(dir, file, i, err), 0) end
   end
 end
+response_cache.check_routes(r)   -- every policies/response_cache.lua rule names a GET route
+ratelimit.check_routes(r)        -- every policies/ratelimits.lua route rule names a route
 
 local function finish(status, body, headers)
   if type(body) == "table" then
@@ -46,6 +50,18 @@ end
 local function on_error(e)
   if http.is_failure(e) then return e end
   return traceback(tostring(e), 2)
+end
+
+-- Runs the route's handler: status, headers, body (a string).
+local function dispatch(route, req)
+  local ok, status, body, headers = xpcall(route.handler, on_error, req)
+  if ok then return finish(status, body, headers) end
+  if http.is_failure(status) then
+    local e = status
+    local s, b, h = http.error(e.status, e.code, e.message, e.extra)
+    return s, h, b
+  end
+  error(status, 0)   -- a bug: the engine logs the traceback and answers 500
 end
 
 function _M.handle(req)
@@ -66,14 +82,15 @@ function _M.handle(req)
     return s, h, b
   end
   req.params, req.args, req.route = params, args, route.pattern
-  local ok, status, body, headers = xpcall(route.handler, on_error, req)
-  if ok then return finish(status, body, headers) end
-  if http.is_failure(status) then
-    local e = status
-    local s, b, h = http.error(e.status, e.code, e.message, e.extra)
-    return s, h, b
+  -- Rate limiting (jollyjet.ratelimit): after the route match, so 404/405
+  -- cost nothing, and before the response cache and the handler.
+  local rs, rh, rb = ratelimit.enter(req)   -- 429 / 503 answered here
+  if rs then return rs, rh, rb end
+  local rule = response_cache.rule_for(req)   -- GET/HEAD routes listed in policies/response_cache.lua
+  if rule then
+    return ratelimit.leave(req, response_cache.serve(req, rule, function() return dispatch(route, req) end))
   end
-  error(status, 0)   -- a bug: the engine logs the traceback and answers 500
+  return ratelimit.leave(req, dispatch(route, req))   -- adds the RateLimit headers
 end
 
 return _M

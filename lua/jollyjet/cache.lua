@@ -1,6 +1,7 @@
 -- jollyjet.cache: two-level cache-aside with the hard parts solved.
 --
 --   value, err, source, level = cache.fetch(ns, key, loader, opts?)
+--       opts: { tags = {...}, bypass = bool, ttl = seconds (overrides the namespace's) }
 --   values, err, sources = cache.fetch_many(ns, keys, loader_many, opts?)
 --   cache.set(ns, key, value, { version = n })        -- write-through
 --   cache.invalidate(ns, key, { version = n })         -- after a write
@@ -320,7 +321,7 @@ local function do_fill(ns, key, loader, opts, stale)
         return nil, ver_or_err, "MISS"
       end
       local now = core.time()
-      local life = value == nil and c.ttl.negative or jittered(ttl, c.jitter)
+      local life = value == nil and c.ttl.negative or jittered(opts.ttl or ttl, c.jitter)
       local version = value ~= nil and ver_or_err or nil
       local env = encode(value, now + life, now - t0, version, tags and tags_string(tags, gens))
       local keys = { vkey(ns, key), lkey(ns, key), wkey(ns, key) }

@@ -10,7 +10,7 @@
 local core = require "engine.core"
 local schema = require "jollyjet.schema"
 
-local pairs, ipairs, type, error, setmetatable = pairs, ipairs, type, error, setmetatable
+local ipairs, type, error, setmetatable = ipairs, type, error, setmetatable
 local loadfile, pcall, tostring, open = loadfile, pcall, tostring, io.open
 
 local _M = {}

@@ -168,6 +168,9 @@ class Engine:
             "MIGRATIONS_DIR": os.path.join(SRC, "engine", "migrations"),
             "PID_FILE": os.path.join(self.dir, "var", "jj.pid"),
             "LOG_LEVEL": "info",
+            # The shipped policy limits every /api/ route to 100/min per IP and
+            # every test client is 127.0.0.1: tests opt in (test_ratelimit.py).
+            "RATELIMIT_ENABLED": "false",
         })
         self.env.pop("REDIS_URL", None)
         if env:

@@ -3,7 +3,7 @@ local ttl = function(default, desc)
   return { type = "integer", default = default, min = 1, max = 7 * 86400, description = desc }
 end
 
-local NAMESPACES = { "product", "list", "search", "category", "wishlist" }
+local NAMESPACES = { "product", "list", "search", "category", "wishlist", "response" }
 
 local ns_fields = {
   consistency = { type = "string", default = "strong", one_of = { "strong", "bounded" },
@@ -31,6 +31,7 @@ return {
         search = ttl(300, "a page of search results"),
         category = ttl(3600, "a category listing"),
         wishlist = ttl(900, "a session's wishlist"),
+        response = ttl(60, "a whole HTTP response cached by jollyjet.response_cache (policies/response_cache.lua)"),
         negative = ttl(30, "a cached 'not found'"),
       },
     },

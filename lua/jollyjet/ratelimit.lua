@@ -1,0 +1,378 @@
+-- jollyjet.ratelimit: the rate-limit middleware, driven by
+-- policies/ratelimits.lua (schema jollyjet.schemas.ratelimits; validated and
+-- hot-reloaded with every other policy). jollyjet.app calls it after the
+-- route match and the query parse, before the response cache and the
+-- handler:
+--
+--   status, headers, body = ratelimit.enter(req)   -- nil: go on; else answer this (429 / 503)
+--   status, headers, body = ratelimit.leave(req, status, headers, body)   -- adds the headers
+--   ratelimit.check_routes(router)                 -- at generation build: rule routes exist
+--   res, err = ratelimit.peek(rule_name, who)      -- who: "ip:1.2.3.4", "user:42", "route:GET /x", ...
+--   ok, err  = ratelimit.reset(rule_name, who)     -- (both take an optional compiled limiter last)
+--   limiter  = ratelimit.compile(policy_table)     -- what enter() uses, for tests
+--
+-- Every rule whose route (router pattern) or path prefix, methods and query
+-- arguments match the request applies, in policy order; each spends
+-- rule.cost from its own budget (engine.ratelimit.check: one atomic Redis
+-- script on the server's clock). The first refusal answers 429 and the
+-- later rules are not charged. Only requests the router matched are
+-- counted: 404 and 405 answers cost nothing (an unknown path does no work
+-- worth protecting, and a typo does not eat a client's budget). GET /health
+-- is never limited, whatever the rules say.
+--
+-- Whose budget (rule.key): ip = req.remote_addr (the socket's peer; no
+-- X-Forwarded-For), session = the session cookie, user = the user header
+-- (policy user_header, X-User-Id by default: trusted as sent until
+-- authentication exists, so set it at a gateway), route = one budget per
+-- method and matched route for everybody, header:<Name> = that header's value. A request without the
+-- cookie / header is keyed by its ip. Redis key: <prefix>rl:<g|s|m>:<rule
+-- name>:<kind>:<value>.
+--
+-- Headers on every limited response (IETF httpapi ratelimit-headers draft,
+-- one list item per rule that applied, plus the legacy trio for the most
+-- restrictive rule):
+--   RateLimit-Policy: "default";q=100;w=60
+--   RateLimit: "default";r=42;t=18          (r remaining, t seconds until full)
+--   X-RateLimit-Limit: 100 ; X-RateLimit-Remaining: 42 ; X-RateLimit-Reset: 18
+-- A refusal is 429 with Retry-After (seconds) and
+--   {"success":false,"error":"Rate limit exceeded","message":"...","retryAfter":N}
+--
+-- Redis unavailable (down, timeout, error): the rule's failure_mode says
+-- what happens: "open" allows (no headers for that rule), "closed" answers
+-- 503 {"success":false,"error":"rate_limit_unavailable",...}, "local" uses
+-- the worker's in-process GCRA limiter with ceil(limit / WORKERS) and
+-- ceil(burst / WORKERS), so all workers together allow about the limit.
+--
+-- RATELIMIT_ENABLED=false (core.config().ratelimit_enabled) or
+-- enabled = false in the policy turns every rule off: no headers, no 429.
+local core = require "engine.core"
+local rl = require "engine.ratelimit"
+local metrics = require "engine.metrics"
+local policy = require "jollyjet.policy"
+local http = require "jollyjet.http"
+local schema = require "jollyjet.schemas.ratelimits"
+
+local type, pairs, ipairs, tostring, tonumber, error, setmetatable =
+  type, pairs, ipairs, tostring, tonumber, error, setmetatable
+local ceil, huge = math.ceil, math.huge
+local concat, fmt, sub, lower, find = table.concat, string.format, string.sub, string.lower, string.find
+
+local rl_check, rl_local_check = rl.check, rl.local_check
+
+local _M = {}
+
+local LOG_EVERY = 10   -- seconds between two "Redis unavailable" warnings of one rule
+
+-- ------------------------------------------------------------- compiling
+
+local function ipv4(s)
+  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if not a then return nil end
+  a, b, c, d = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+  if a > 255 or b > 255 or c > 255 or d > 255 then return nil end
+  return ((a * 256 + b) * 256 + c) * 256 + d
+end
+
+local function compile_rule(p, r, workers)
+  local lim = assert(schema.resolve(p, r))
+  local kind, header = r.key, nil
+  if find(kind, "^header:") then kind, header = "header", lower(sub(r.key, 8)) end
+  local methods
+  if r.methods and #r.methods > 0 then
+    methods = {}
+    for _, m in ipairs(r.methods) do methods[m] = true end
+  end
+  local burst = lim.burst or lim.limit
+  local local_burst = ceil(burst / workers)
+  return {
+    name = r.name,
+    route = r.route,
+    prefix = r.prefix,
+    prefix_len = r.prefix and #r.prefix or 0,
+    methods = methods,
+    query = r.query and #r.query > 0 and r.query or nil,
+    kind = kind,
+    header = header,
+    failure_mode = r.failure_mode,
+    key_prefix = r.name .. ":",
+    -- what engine.ratelimit gets
+    lim = { limit = lim.limit, period = lim.period, algorithm = lim.algorithm, burst = lim.burst,
+            cost = lim.cost },
+    local_lim = { limit = ceil(lim.limit / workers), period = lim.period, burst = local_burst,
+                  cost = lim.cost < local_burst and lim.cost or local_burst },
+    policy_item = fmt('"%s";q=%d;w=%d', r.name, lim.limit, lim.period),
+    logged_at = -huge,
+  }
+end
+
+-- limiter = ratelimit.compile(p): p is a validated ratelimits policy.
+function _M.compile(p, opts)
+  if type(p) ~= "table" or type(p.rules) ~= "table" then error("ratelimit.compile: expected a policy table", 2) end
+  opts = opts or {}
+  local cfg = core.config()
+  local workers = opts.workers or cfg.workers or 1
+  local enabled = cfg.ratelimit_enabled ~= false
+  if opts.enabled ~= nil then enabled = opts.enabled end
+  enabled = enabled and p.enabled
+  local L = { enabled = enabled and #p.rules > 0, rules = {}, policy = p,
+              allow = {}, cidrs = {}, session_cookie = p.session_cookie, user_header = lower(p.user_header),
+              message = p.message }
+  for i, r in ipairs(p.rules) do L.rules[i] = compile_rule(p, r, workers) end
+  for _, a in ipairs(p.allow) do
+    local net, bits = a:match("^([%d.]+)/(%d+)$")
+    if net then
+      local size = 2 ^ (32 - tonumber(bits))
+      local n = ipv4(net)
+      L.cidrs[#L.cidrs + 1] = { lo = n - n % size, hi = n - n % size + size - 1 }
+    else
+      L.allow[a] = true
+    end
+  end
+  return L
+end
+
+-- --------------------------------------------------------------- matching
+
+local function allowed_addr(L, addr)
+  if L.allow[addr] then return true end
+  if #L.cidrs == 0 then return false end
+  local n = ipv4(addr)
+  if not n then return false end
+  for _, c in ipairs(L.cidrs) do
+    if n >= c.lo and n <= c.hi then return true end
+  end
+  return false
+end
+
+local function matches(r, req)
+  if r.route then
+    if req.route ~= r.route then return false end
+  elseif sub(req.path, 1, r.prefix_len) ~= r.prefix then
+    return false
+  end
+  if r.methods and not r.methods[req.method] then return false end
+  if r.query then
+    local args = req.args
+    for _, name in ipairs(r.query) do
+      local v = args and args[name]
+      if v == nil or v == "" then return false end
+    end
+  end
+  return true
+end
+
+local function cookie(req, name)
+  local c = req.headers and req.headers.cookie
+  if type(c) ~= "string" then return nil end
+  for pair in c:gmatch("[^;,]+") do
+    local k, v = pair:match("^%s*([^=%s]+)%s*=%s*(.-)%s*$")
+    if k == name and v ~= "" then return v end
+  end
+  return nil
+end
+
+-- The key of the request's budget under rule r: "<name>:<kind>:<value>".
+local function key_of(L, r, req)
+  local kind, v = r.kind, nil
+  if kind == "ip" then
+    v = req.remote_addr
+  elseif kind == "route" then
+    v = req.method .. " " .. (req.route or r.route or r.prefix)
+  elseif kind == "session" then
+    v = cookie(req, L.session_cookie)
+  elseif kind == "user" then
+    v = req.headers and req.headers[L.user_header]
+  else
+    v = req.headers and req.headers[r.header]
+  end
+  if v == nil or v == "" then kind, v = "ip", req.remote_addr end
+  return r.key_prefix .. kind .. ":" .. v
+end
+
+-- ---------------------------------------------------------------- answers
+
+local function warn(r, err)
+  local now = core.now()
+  if now - r.logged_at < LOG_EVERY then return end
+  r.logged_at = now
+  core.log("warn", fmt("ratelimit: rule %s: Redis unavailable (%s): failing %s", r.name, tostring(err),
+    r.failure_mode == "local" and "to the local limiter" or r.failure_mode))
+end
+
+-- Header values of the rules that applied (results[i] = { rule, res }).
+local function headers_of(results, n, h)
+  h = h or {}
+  if n == 1 then
+    local r, res = results[1], results[2]
+    local t = ceil(res.reset)
+    h["RateLimit-Policy"] = r.policy_item
+    h["RateLimit"] = fmt('"%s";r=%d;t=%d', r.name, res.remaining, t)
+    h["X-RateLimit-Limit"] = res.limit
+    h["X-RateLimit-Remaining"] = res.remaining
+    h["X-RateLimit-Reset"] = t
+    return h
+  end
+  local pol, cur = {}, {}
+  local worst
+  for i = 1, n do
+    local r, res = results[2 * i - 1], results[2 * i]
+    pol[i] = r.policy_item
+    cur[i] = fmt('"%s";r=%d;t=%d', r.name, res.remaining, ceil(res.reset))
+    if not worst or res.remaining < worst.remaining
+        or (res.remaining == worst.remaining and res.reset > worst.reset) then
+      worst = res
+    end
+  end
+  h["RateLimit-Policy"] = concat(pol, ", ")
+  h["RateLimit"] = concat(cur, ", ")
+  h["X-RateLimit-Limit"] = worst.limit
+  h["X-RateLimit-Remaining"] = worst.remaining
+  h["X-RateLimit-Reset"] = ceil(worst.reset)
+  return h
+end
+
+local function too_many(L, res, results, n)
+  local after = ceil(res.retry_after)
+  if after < 1 then after = 1 end
+  local h = headers_of(results, n)
+  -- the legacy trio describes the rule that refused
+  h["X-RateLimit-Limit"] = res.limit
+  h["X-RateLimit-Remaining"] = res.remaining
+  h["X-RateLimit-Reset"] = ceil(res.reset)
+  h["Retry-After"] = after
+  metrics.incr("ratelimit.rejected")
+  local s, b, hh = http.json(429, { success = false, error = "Rate limit exceeded", message = L.message,
+                                    retryAfter = after }, h)
+  return s, hh, b
+end
+
+local function unavailable()
+  metrics.incr("ratelimit.refused_unavailable")
+  local s, b, h = http.error(503, "rate_limit_unavailable",
+    "rate limiting is unavailable (Redis cannot be reached), so the request was refused; try again shortly")
+  h["Retry-After"] = 5
+  return s, h, b
+end
+
+-- Limits req with limiter L. Returns nil to go on (the headers to add wait
+-- in req.ratelimit), or status, headers, body to answer at once.
+function _M.apply(L, req)
+  if not L.enabled or req.path == "/health" then return nil end
+  local rules = L.rules
+  local results, n
+  for i = 1, #rules do
+    local r = rules[i]
+    if matches(r, req) then
+      if n == nil then
+        if allowed_addr(L, req.remote_addr) then return nil end
+        results, n = {}, 0
+      end
+      local key = key_of(L, r, req)
+      local res, err = rl_check(key, r.lim)
+      if not res then
+        warn(r, err)
+        metrics.incr("ratelimit.redis_failures")
+        local mode = r.failure_mode
+        if mode == "local" then
+          res = rl_local_check(key, r.local_lim)
+        elseif mode == "closed" then
+          return unavailable()
+        end
+      end
+      if res then
+        n = n + 1
+        results[2 * n - 1], results[2 * n] = r, res
+        if not res.allowed then return too_many(L, res, results, n) end
+      end
+    end
+  end
+  if n and n > 0 then req.ratelimit = headers_of(results, n) end
+  return nil
+end
+
+-- ------------------------------------------------------- the app's hooks
+
+local current          -- the limiter of this generation's policy
+local function limiter()
+  local p = policy.get("ratelimits")
+  if not current or current.policy ~= p then current = _M.compile(p) end
+  return current
+end
+
+function _M.enter(req)
+  return _M.apply(limiter(), req)
+end
+
+function _M.leave(req, status, headers, body)
+  local h = req.ratelimit
+  if not h then return status, headers, body end
+  -- a copy: a handler may return a table it shares between responses
+  if type(headers) == "table" then
+    for k, v in pairs(headers) do
+      if h[k] == nil then h[k] = v end
+    end
+  end
+  return status, h, body
+end
+
+-- The line of the policy file that mentions s, for file:line errors.
+local function line_mentioning(path, s)
+  local f = path and io.open(path, "r")
+  if not f then return 1 end
+  local n = 0
+  for line in f:lines() do
+    n = n + 1
+    if find(line, s, 1, true) then f:close() return n end
+  end
+  f:close()
+  return 1
+end
+
+-- Raises "policies/ratelimits.lua:N: rules[i] (name): no route ..." when a
+-- rule's route is not a route of the router: a typo must not pass silently.
+-- (Prefixes are not checked: "/api/auth/" may match nothing yet.)
+function _M.check_routes(router)
+  local p = policy.get("ratelimits")
+  local known = {}
+  for _, r in ipairs(router.routes) do known[r.pattern] = true end
+  for i, r in ipairs(p.rules) do
+    if r.route and not known[r.route] then
+      local path = policy.file("ratelimits")
+      error(fmt("%s:%d: rules[%d] (%s): no route %q (routes are matched by their pattern, e.g. "
+        .. "/api/things/{id})", path or "policies/ratelimits.lua", line_mentioning(path, r.route), i, r.name,
+        r.route), 0)
+    end
+  end
+  limiter()
+end
+
+-- ------------------------------------------------------------ by name
+
+local function rule_named(name, L)
+  for _, r in ipairs((L or limiter()).rules) do
+    if r.name == name then return r end
+  end
+  return nil
+end
+
+-- res, err = ratelimit.peek(rule_name, who [, limiter]): the budget of
+-- `who` ("<kind>:<value>", e.g. "ip:10.0.0.7") under that rule of the
+-- current policy (or of a compiled limiter), nothing consumed.
+function _M.peek(name, who, L)
+  if type(who) ~= "string" or who == "" then error("ratelimit.peek: who must be \"<kind>:<value>\"", 2) end
+  local r = rule_named(name, L)
+  if not r then return nil, "no rate-limit rule " .. tostring(name) end
+  return rl.peek(r.key_prefix .. who, r.lim)
+end
+
+-- ok, err = ratelimit.reset(rule_name, who [, limiter]): forget that budget
+-- (in Redis and in this worker's local limiter).
+function _M.reset(name, who, L)
+  if type(who) ~= "string" or who == "" then error("ratelimit.reset: who must be \"<kind>:<value>\"", 2) end
+  local r = rule_named(name, L)
+  if not r then return nil, "no rate-limit rule " .. tostring(name) end
+  rl.local_reset(r.key_prefix .. who)
+  return rl.reset(r.key_prefix .. who)
+end
+
+return setmetatable(_M, { __newindex = function() error("jollyjet.ratelimit is read-only", 2) end })
