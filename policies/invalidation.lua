@@ -20,6 +20,7 @@ return {
     -- field changes. Whole cached pages embed the body: any change.
     product_updated = {
       entity = true,
+      write_through = true,   -- readers get the new product from the cache at once
       tags = { "products" },
       when_fields = { "name", "description", "price", "category", "isActive" },
       always_tags = { "product_data" },

@@ -18,6 +18,7 @@ local cache = require "jollyjet.cache"
 
 local orig_get = policy.get
 local orig_status = redis.status
+local orig_ready = redis.ready
 local orig_pipeline = redis.pipeline
 
 -- ------------------------------------------------------------ helpers
@@ -112,6 +113,7 @@ local function stub_redis_down()
     return { up = false, reconnects = real.reconnects, script_reloads = real.script_reloads,
              last_error = "spec: pretending Redis is down" }
   end
+  redis.ready = function() return false, real.reconnects end
 end
 
 local function journal_rows()
@@ -128,6 +130,7 @@ describe("jollyjet.cache", function()
   after_each(function()
     policy.get = orig_get
     redis.status = orig_status
+    redis.ready = orig_ready
     redis.pipeline = orig_pipeline
     if #used > 0 then
       redis.call("DEL", table.unpack(used))
@@ -704,6 +707,7 @@ describe("jollyjet.cache", function()
       stub_redis_down()
       cache.invalidate("product", key2)
       redis.status = orig_status
+      redis.ready = orig_ready
       assert.equal(3, #journal_rows())
 
       local loader, l = counting(function() return "fresh", 7 end)
@@ -725,6 +729,7 @@ describe("jollyjet.cache", function()
       stub_redis_down()
       cache.invalidate("product", key, { version = 2 })
       redis.status = orig_status
+      redis.ready = orig_ready
       redis.pipeline = function() return nil, "spec: pipeline failed" end
       assert.is_false(cache.redis_usable())
       local v, _, src = cache.fetch("product", key, function() return "new", 2 end)
@@ -745,6 +750,7 @@ describe("jollyjet.cache", function()
       stub_redis_down()
       cache.invalidate("product", key, { version = 2 })
       redis.status = orig_status
+      redis.ready = orig_ready
       local usable, got
       core.spawn(function() usable = cache.redis_usable() end)          -- starts the replay
       core.spawn(function() got = table.pack(cache.fetch("product", key, function() return "new", 2 end)) end)

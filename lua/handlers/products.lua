@@ -186,8 +186,9 @@ local function update_product(req)
   end
   local changed = {}   -- the fields this request wrote
   for field in pairs(input) do changed[field] = true end
-  invalidation.apply("product_updated", { id = id, version = row.version, changed = changed })
-  return json_response(200, catalog.encode(row))
+  local text = catalog.encode(row)
+  invalidation.apply("product_updated", { id = id, version = row.version, changed = changed, value = text })
+  return json_response(200, text)
 end
 
 local function delete_product(req)

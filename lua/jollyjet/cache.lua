@@ -85,8 +85,13 @@ local function lkey(ns, key) return redis.key("l", ns, key) end
 local function wkey(ns, key) return redis.key("w", ns, key) end
 local function tkey(tag) return redis.key("t", tag) end
 
+local metric_names = setmetatable({}, { __mode = "k" })   -- name -> ns -> 'cache_name{ns="ns"}'
 local function count(name, ns, n)
-  metrics.incr(fmt('cache_%s{ns="%s"}', name, ns), n or 1)
+  local by_ns = metric_names[name]
+  if not by_ns then by_ns = {}; metric_names[name] = by_ns end
+  local m = by_ns[ns]
+  if not m then m = fmt('cache_%s{ns="%s"}', name, ns); by_ns[ns] = m end
+  metrics.incr(m, n or 1)
 end
 
 local function token()
@@ -206,9 +211,9 @@ end
 -- could not reach it has been replayed (after each reconnect, and after a
 -- local failure to invalidate).
 local function redis_usable()
-  local st = redis.status()
-  if not st.up then return false end
-  if replayed_at == st.reconnects and not journal_dirty and not replaying then return true end
+  local up, reconnects = redis.ready()
+  if not up then return false end
+  if replayed_at == reconnects and not journal_dirty and not replaying then return true end
   if replaying then   -- another request is replaying: wait for its verdict
     local ok = replaying:wait(conf().lease_ms / 1000)
     return ok == true
@@ -219,7 +224,7 @@ local function redis_usable()
   local ok, res = pcall(replay)
   replaying = nil
   local usable = ok and res or false
-  if usable then replayed_at = st.reconnects else journal_dirty = true end
+  if usable then replayed_at = reconnects else journal_dirty = true end
   ev:signal(usable)
   return usable
 end
@@ -535,7 +540,7 @@ function _M.set(ns, key, value, opts)
   local life = jittered(ttl, c.jitter)
   local env = encode(value, core.time() + life, 0, version, nil)
   local ok
-  if redis.status().up then
+  if (redis.ready()) then
     ok = redis.evalsha(STORE, { vkey(ns, key), lkey(ns, key), wkey(ns, key) },
       { "set", "", env, tostring(floor((life + c.grace) * 1000)), version and tostring(version) or "" })
     if ok ~= nil and nc.consistency == "bounded" then
@@ -553,7 +558,7 @@ function _M.invalidate(ns, key, opts)
   if type(key) ~= "string" then error("cache.invalidate: key must be a string", 2) end
   local c, _, nc = ns_conf(ns)
   local version = opts and opts.version
-  local ok = redis.status().up and apply_invalidation("key", ns, key, version)
+  local ok = redis.ready() and apply_invalidation("key", ns, key, version)
   if not ok then journal("key", ns, key, version) end
   if nc.consistency == "bounded" then l1_for(c, ns):delete(key) end   -- pub/sub reaches us later
   count("invalidations", ns)
@@ -562,7 +567,7 @@ end
 
 function _M.invalidate_tag(tag)
   if type(tag) ~= "string" or tag == "" then error("cache.invalidate_tag: tag must be a string", 2) end
-  local ok = redis.status().up and apply_invalidation("tag", tag)
+  local ok = redis.ready() and apply_invalidation("tag", tag)
   if not ok then journal("tag", tag) end
   metrics.incr("cache_tag_invalidations")
   return true

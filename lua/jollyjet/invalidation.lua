@@ -7,6 +7,7 @@
 -- "product_deleted", "wishlist_toggled", or one a team adds).
 -- ctx: {
 --   id = "p-0001",          -- the product (needed when the rule has entity = true)
+--   value = "{...}",        -- the new JSON text, for rules with write_through
 --   version = 7,            -- tombstone version for the entity: fills of rows older
 --                           -- than this are refused (the new row's version after an
 --                           -- update or toggle, the deleted row's version + 1)
@@ -65,7 +66,10 @@ function _M.apply(event, ctx)
   end
 
   local done = {}
-  if rule.entity then
+  if rule.entity and rule.write_through and type(ctx.value) == "string" then
+    cache.set("product", ctx.id, ctx.value, ctx.version and { version = ctx.version } or nil)
+    done[#done + 1] = "product:" .. ctx.id
+  elseif rule.entity then
     cache.invalidate("product", ctx.id, ctx.version and { version = ctx.version } or nil)
     done[#done + 1] = "product:" .. ctx.id
   end

@@ -148,7 +148,8 @@ class Engine:
     """A jollyjet master with its workers, on a copy of lua/ and policies/
     (plus the test handlers) so tests can edit files freely."""
 
-    def __init__(self, redis_port, workers=2, env=None, extra_handlers=True, wait=True, start=True):
+    def __init__(self, redis_port, workers=2, env=None, extra_handlers=True, wait=True, start=True,
+                 wait_redis=True):
         self.dir = tempfile.mkdtemp(prefix="jj-engine-")
         self.lua_dir = os.path.join(self.dir, "lua")
         self.policy_dir = os.path.join(self.dir, "policies")
@@ -177,6 +178,7 @@ class Engine:
             self.env.update(env)
         self.log_path = os.path.join(self.dir, "engine.log")
         self.proc = None
+        self.wait_redis = wait_redis
         self.log = open(self.log_path, "ab")
         if start:
             self.start(wait)
@@ -187,6 +189,9 @@ class Engine:
         _procs.append(self.proc)
         if wait:
             wait_until(lambda: self.get("/health", timeout=1)[0] in (200, 503), 20, 0.05, "engine /health")
+            if self.wait_redis:   # /health answers before every worker has reached Redis
+                wait_until(lambda: all(self.json("GET", "/health", timeout=2)[2]["redis"]["status"] == "up"
+                                       for _ in range(6)), 10, 0.05, "redis up on every worker")
 
     def log_text(self):
         with open(self.log_path, "rb") as f:

@@ -8,24 +8,29 @@ from harness import Engine, Redis, Runner
 
 
 def test_slow_query_does_not_delay_redis_request(e):
-    # calibrate: find n for a query of at least 300 ms
+    # calibrate: find n for a query of at least 300 ms (and redo it if the
+    # measured run came out faster: the machine is shared and noisy)
     n = 1_000_000
     for _ in range(8):
         st, _, doc = e.json("GET", f"/test/slow-db?n={n}", timeout=60)
         assert st == 200, doc
-        if doc["elapsed_ms"] >= 300:
+        if doc["elapsed_ms"] >= 450:
             break
         n *= 2
-    with cf.ThreadPoolExecutor(2) as ex:
-        slow = ex.submit(e.json, "GET", f"/test/slow-db?n={n}", None, None, 60)
-        time.sleep(0.05)
-        lat = []
-        for _ in range(5):
-            t0 = time.monotonic()
-            st, _, doc = e.json("GET", "/test/redis")
-            lat.append(time.monotonic() - t0)
-            assert st == 200
-        slow_doc = slow.result()[2]
+    for _ in range(4):
+        with cf.ThreadPoolExecutor(2) as ex:
+            slow = ex.submit(e.json, "GET", f"/test/slow-db?n={n}", None, None, 60)
+            time.sleep(0.05)
+            lat = []
+            for _ in range(5):
+                t0 = time.monotonic()
+                st, _, doc = e.json("GET", "/test/redis")
+                lat.append(time.monotonic() - t0)
+                assert st == 200
+            slow_doc = slow.result()[2]
+        if slow_doc["elapsed_ms"] >= 300:
+            break
+        n *= 2
     print(f"     db query {slow_doc['elapsed_ms']:.0f} ms; redis requests meanwhile: "
           + ", ".join(f"{x * 1000:.1f} ms" for x in lat))
     assert slow_doc["elapsed_ms"] >= 300

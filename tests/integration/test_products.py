@@ -414,9 +414,13 @@ def test_wishlist_without_or_with_a_bad_cookie(e):
 # ------------------------------------------------------------------ X-Cache
 
 def test_x_cache_miss_then_hit(e):
-    # list pages fill the product cache too: start from an entry a write just invalidated
+    # list pages fill the product cache too: start from an entry a write just
+    # invalidated (a wishlist toggle deletes it; an update writes it through)
     path = "/api/products/p-0150"
     assert jreq(e, "PATCH", path, {"stock": 5})[0] == 200
+    st, hdrs, doc = jreq(e, "GET", path)
+    assert st == 200 and hdrs["x-cache"] == "HIT" and doc["stock"] == 5, hdrs
+    assert e.request("POST", path + "/wishlist")[0] == 200
     st, hdrs, first = jreq(e, "GET", path)
     assert st == 200 and hdrs["x-cache"] == "MISS", hdrs
     st, hdrs, second = jreq(e, "GET", path)

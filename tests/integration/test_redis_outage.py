@@ -75,7 +75,7 @@ def test_requests_during_outage_all_get_answers():
 
 def test_wrong_password_reports_down_with_error():
     r = Redis(password="right-password")
-    e = Engine(r.port, env={"REDIS_PASSWORD": "wrong-password"})
+    e = Engine(r.port, env={"REDIS_PASSWORD": "wrong-password"}, wait_redis=False)
     try:
         time.sleep(0.5)
         h = e.json("GET", "/health")[2]

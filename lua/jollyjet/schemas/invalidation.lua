@@ -31,6 +31,9 @@ local event = {
     always_tags = tag_list("tags bumped on every event whatever changed (pages that embed product bodies)"),
     session_wishlist = { type = "boolean", default = false,
                          description = "the wishlist entry of session ctx.session (ns \"wishlist\")" },
+    write_through = { type = "boolean", default = false,
+                      description = "with entity: store the new value (ctx.value) instead of deleting the "
+                                 .. "entry; readers hit at once, and the version still fences older fills" },
   },
 }
 
@@ -39,7 +42,7 @@ local event = {
 local LIST_FIELDS = { "name", "description", "price", "category", "isActive" }
 local DEFAULTS = {
   product_created = { tags = { "products" } },
-  product_updated = { entity = true, tags = { "products" }, when_fields = LIST_FIELDS,
+  product_updated = { entity = true, write_through = true, tags = { "products" }, when_fields = LIST_FIELDS,
                       always_tags = { "product_data" } },
   product_deleted = { entity = true, tags = { "products" }, always_tags = { "product_data" } },
   wishlist_toggled = { entity = true, session_wishlist = true, always_tags = { "product_data" } },
