@@ -27,7 +27,6 @@ files["lua/jollyjet/cache.lua"] = {
     "211/err",        -- a pipeline error is answered by the loader path, not read
   },
 }
-files["lua/jollyjet/ratelimit.lua"] = { ignore = { "311/v" } }          -- `local kind, v = r.kind, nil`
 files["lua/jollyjet/response_cache.lua"] = { ignore = { "542" } }       -- an empty branch drops our own Age
 files["spec/invalidation_spec.lua"] = { ignore = { "311/err" } }
 files["spec/lock_spec.lua"] = { ignore = { "211/lk" } }                 -- `local lk <close>` is the point

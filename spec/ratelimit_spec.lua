@@ -214,6 +214,87 @@ describe("engine.ratelimit", function()
     end)
   end)
 
+  describe("batching", function()
+    -- Checks made in one loop turn go to Redis as one script call; identical
+    -- ones are decided as a group. Each must get exactly what checking them
+    -- one by one would give.
+    local function concurrently(n, fn)
+      local ev, done, out = core.event(), 0, {}
+      for i = 1, n do
+        core.spawn(function()
+          out[i] = { fn(i) }
+          done = done + 1
+          if done == n then ev:signal(true) end
+        end)
+      end
+      assert.is_true(ev:wait(10))
+      return out
+    end
+
+    it("decides a burst of identical checks exactly, in one call", function()
+      local key, rule = K("group"), rl.rule({ limit = 10, period = 100 })   -- T = 10 s
+      local before = rl.stats()
+      local out = concurrently(25, function() return rl.check(key, rule) end)
+      local after = rl.stats()
+      local allowed, seen = 0, {}
+      for i = 1, 25 do
+        local res = ok(out[i][1], out[i][2])
+        if res.allowed then
+          allowed = allowed + 1
+          seen[res.remaining] = true
+          assert.equal(0, res.retry_after)
+        else
+          assert.equal(0, res.remaining)
+          assert.is_true(res.retry_after > 9.9 and res.retry_after <= 10, tostring(res.retry_after))
+        end
+      end
+      assert.equal(10, allowed)
+      for r = 0, 9 do assert.is_true(seen[r], "remaining " .. r) end   -- each admitted one saw its own
+      assert.equal(25, after.checks - before.checks)
+      assert.is_true(after.script_calls - before.script_calls <= 2,
+        tostring(after.script_calls - before.script_calls))
+    end)
+
+    it("keeps keys, costs and algorithms apart inside one call", function()
+      local a, b, c = K("ga"), K("gb"), K("gc")
+      local ra, rb = { limit = 3, period = 60 }, { limit = 5, period = 60, cost = 2 }
+      local rc = { limit = 4, period = 60, algorithm = "sliding_window" }
+      local out = concurrently(30, function(i)
+        if i % 3 == 0 then return "a", rl.check(a, ra)
+        elseif i % 3 == 1 then return "b", rl.check(b, rb)
+        else return "c", rl.check(c, rc) end
+      end)
+      local n = { a = 0, b = 0, c = 0 }
+      for i = 1, 30 do
+        local which, res, err = out[i][1], out[i][2], out[i][3]
+        ok(res, err)
+        if res.allowed then n[which] = n[which] + 1 end
+      end
+      assert.same({ a = 3, b = 2, c = 4 }, n)
+      assert.equal(0, ok(rl.peek(a, ra)).remaining)
+      assert.equal(1, ok(rl.peek(b, rb)).remaining)
+      assert.equal(0, ok(rl.peek(c, rc)).remaining)
+    end)
+  end)
+
+  describe("compiled rules", function()
+    it("are checked once and read back", function()
+      local r = rl.rule({ limit = 7, period = 70, cost = 2 })
+      assert.equal(7, r.limit)
+      assert.equal(70, r.period)
+      assert.equal("gcra", r.algorithm)
+      assert.equal(7, r.burst)
+      assert.equal(2, r.cost)
+      assert.is_nil(rl.rule({ limit = 7, period = 70, algorithm = "sliding_window" }).burst)
+      local key = K("compiled")
+      assert.equal(5, ok(rl.check(key, r)).remaining)
+      assert.equal(5, rl.local_check(key, r).remaining)
+      raises("rule.limit is required", rl.rule, { period = 1 })
+      raises("more than one unit per microsecond", rl.rule, { limit = 100, period = 0.00001 })
+      raises("too long", rl.rule, { limit = 1, period = 31 * 86400, burst = 1000000 })
+    end)
+  end)
+
   describe("misuse", function()
     it("raises on bad keys and rules", function()
       raises("key must be a string", rl.check, {}, { limit = 1, period = 1 })

@@ -3,6 +3,7 @@
 #include "db.h"
 #include "log.h"
 #include "lru.h"
+#include "lua_modules.h"
 #include "redis.h"
 
 #include <ev.h>
@@ -128,6 +129,7 @@ void jj_engine_free(jj_engine *e) {
     jj_gen_release(e->gen);
     if (e->db) jj_db_close(e->db);
     if (e->sub) jj_redis_sub_free(e->sub);
+    jj_ratelimit_close();          /* checks still queued: "redis closed", like the client's pending ones */
     if (e->redis) jj_redis_free(e->redis);
     jj_lru_registry_free_all();   /* last: Lua code may run while the above close */
     free(e);

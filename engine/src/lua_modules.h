@@ -11,6 +11,9 @@ int luaopen_engine_db(lua_State *L);     /* lua_db.c */
 int luaopen_engine_lru(lua_State *L);    /* lua_lru.c */
 int luaopen_engine_metrics(lua_State *L); /* lua_metrics.c */
 int luaopen_engine_ratelimit(lua_State *L); /* lua_ratelimit.c */
+/* lua_ratelimit.c: fails the rate-limit checks not yet sent to Redis
+ * ("redis closed"); jj_engine_free calls it before freeing the client. */
+void jj_ratelimit_close(void);
 int luaopen_engine_lock(lua_State *L);   /* lua_lock.c */
 
 #endif

@@ -5,13 +5,14 @@
  *   res, err = ratelimit.check(key, rule)     -- consume rule.cost units
  *   res, err = ratelimit.peek(key, rule)      -- the same answer, nothing consumed
  *   ok, err  = ratelimit.reset(key)           -- forget the key (every algorithm)
+ *   rule     = ratelimit.rule(t)              -- t checked once; faster to pass around
  *   res      = ratelimit.local_check(key, rule)   -- this process only, GCRA, no I/O
  *   res      = ratelimit.local_peek(key, rule)
  *   ok       = ratelimit.local_reset(key)
- *   n        = ratelimit.local_count()
+ *   st       = ratelimit.stats()              -- { checks, script_calls, local_keys }
  *
  *   rule = { limit = 100, period = 60, algorithm = "gcra" | "sliding_window",
- *            cost = 1, burst = limit }
+ *            cost = 1, burst = limit }        (a table, or ratelimit.rule's result)
  *   res  = { allowed = bool, limit = n, remaining = n,
  *            reset = seconds until full, retry_after = seconds (0 if allowed) }
  *
@@ -26,13 +27,23 @@
  *                   key; burst does not apply.
  * Keys: <prefix>rl:g:<key> (gcra), <prefix>rl:s:<key> + <prefix>rl:m:<key>
  * (sliding window); a key longer than 200 bytes (or starting with '#') is
- * replaced by '#' and its SHA-1 in hex.
+ * replaced by '#' and its SHA-1 in hex. They expire once they no longer
+ * matter (a full bucket / an empty window).
  *
  * check/peek/reset yield until Redis answers (REDIS_TIMEOUT_MS). Redis
  * trouble returns nil, err ("redis unavailable" at once when it is down,
  * "timeout", "redis connection lost", or an error reply); a bad key or rule
  * raises. The local_* functions never yield and use the loop's clock; the
  * local limiter lives outside the VM, so a hot reload keeps its state.
+ *
+ * Batching: the checks a worker makes during one loop turn go to Redis
+ * together, as one EVALSHA (at most BATCH_MAX checks each), just before the
+ * loop next waits for I/O. Identical checks (same key, rule, cost, mode)
+ * form a group that the script decides in O(1): it admits as many as fit,
+ * in order, and C works out each one's result (ratelimit.h, *_replay) --
+ * exactly what deciding them one by one would give. Every check is still
+ * decided atomically on Redis's clock; a busy worker just pays one script
+ * call and one round trip for many requests.
  */
 #include "engine.h"
 #include "lua_modules.h"
@@ -44,6 +55,7 @@
 #include <ev.h>
 #include <lauxlib.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,43 +63,36 @@
 #define KEY_MAX 200                 /* longer keys are hashed */
 #define LIMIT_MAX 1000000000LL
 #define PERIOD_MAX (366.0 * 86400)
+#define TAU_MAX (1LL << 50)         /* us: burst * period / limit, ~35 years */
+#define BATCH_MAX 128
+#define RULE_MT "engine.ratelimit.rule"
 
 /* --------------------------------------------------------------- scripts
  * Redis runs Lua 5.1 with doubles: microseconds since the epoch (~2^51)
- * are exact, but tostring() of such a number loses digits, so numbers that
- * go back to Redis are formatted with %.0f. Replies are integers.
+ * are exact. tostring() of such a number loses digits, so strings built
+ * from them use %.0f; numbers passed to redis.call are converted exactly
+ * by Redis (%.17g). Replies are integers.
  *
- * One script decides a batch of checks, in order, on one reading of
- * Redis's clock: every check of a loop turn goes out as one EVALSHA (see
- * "batching" below). ARGV[1] = n, then 5 values per check: kind ('g' gcra,
- * 's' sliding window), p1, p2, cost, consume ('1' | '0').
- *   gcra:    KEYS: the TAT (us). p1 = T (us per unit), p2 = burst.
- *   sliding: KEYS: the log (sorted set, score = time in us, member
+ * ARGV[1] = number of groups, then 6 values per group: kind ('g' gcra, 's'
+ * sliding window), p1, p2, cost, consume ('1' | '0'), m (checks in the
+ * group). Keys, in group order:
+ *   gcra:    the TAT (us). p1 = T (us per unit), p2 = burst.
+ *   sliding: the log (sorted set, score = time in us, member
  *            "time:seq:cost"), its hash { n = cost in the log, s = seq }.
  *            p1 = window (us), p2 = limit.
- * -> 4 integers per check: allowed, remaining, reset_us, retry_after_us */
+ * -> 4 integers per group:
+ *   gcra:    admitted, max(TAT, now) - now before the group, 0, 0
+ *   sliding: admitted, units in the window before the group, reset (us
+ *            until the window is empty), retry (us until one more check
+ *            of the group would fit)
+ * A gcra key is read once and written once per call (state kept in `tat`). */
 static const char BATCH_SRC[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local floor, max, ceil, fmt = math.floor, math.max, math.ceil, string.format\n"
-    "local function gcra(key, T, burst, cost, consume)\n"
-    "  local tau = T * burst\n"
-    "  local base = tonumber(redis.call('GET', key) or 0) or 0\n"
-    "  if base < now then base = now end\n"
-    "  local new_tat = base + cost * T\n"
-    "  local allow_at = new_tat - tau\n"
-    "  if allow_at > now then\n"
-    "    return 0, max(0, floor((tau - (base - now)) / T)), base - now, allow_at - now\n"
-    "  end\n"
-    "  local after = base\n"
-    "  if consume and cost > 0 then\n"
-    "    after = new_tat\n"
-    "    redis.call('SET', key, fmt('%.0f', new_tat), 'PX', ceil((new_tat - now) / 1000) + 1)\n"
-    "  end\n"
-    "  return 1, max(0, floor((tau - (after - now)) / T)), after - now, 0\n"
-    "end\n"
+    "local tat, dirty = {}, {}\n"
     "local function cost_of(m) return tonumber(string.match(m, ':(%d+)$')) or 0 end\n"
-    "local function sliding(log, meta, window, limit, cost, consume)\n"
+    "local function sliding(log, meta, window, limit, cost, consume, m)\n"
     "  local edge = fmt('%.0f', now - window)\n"
     "  local used = redis.call('HGET', meta, 'n')\n"
     "  if used then used = tonumber(used) else\n"
@@ -102,61 +107,81 @@ static const char BATCH_SRC[] =
     "    redis.call('HSET', meta, 'n', used)\n"
     "  end\n"
     "  if used < 0 or redis.call('ZCOUNT', log, '(' .. edge, '+inf') == 0 then used = 0 end\n"
-    "  local allowed = used + cost <= limit\n"
-    "  if allowed and consume and cost > 0 then\n"
-    "    local seq = redis.call('HINCRBY', meta, 's', 1)\n"
-    "    local ts = fmt('%.0f', now)\n"
-    "    redis.call('ZADD', log, ts, ts .. ':' .. seq .. ':' .. cost)\n"
-    "    used = used + cost\n"
-    "    redis.call('HSET', meta, 'n', used)\n"
-    "    local px = ceil(window / 1000) + 1\n"
-    "    redis.call('PEXPIRE', log, px)\n"
-    "    redis.call('PEXPIRE', meta, px)\n"
-    "  end\n"
-    "  local reset = 0\n"
+    "  local before, j = used, 0\n"
+    "  if consume and cost > 0 then\n"
+    "    j = floor((limit - used) / cost)\n"
+    "    if j < 0 then j = 0 elseif j > m then j = m end\n"
+    "    if j > 0 then\n"
+    "      local seq = redis.call('HINCRBY', meta, 's', 1)\n"
+    "      redis.call('ZADD', log, now, fmt('%.0f', now) .. ':' .. seq .. ':' .. (j * cost))\n"
+    "      used = used + j * cost\n"
+    "      redis.call('HSET', meta, 'n', used)\n"
+    "      local px = ceil(window / 1000) + 1\n"
+    "      redis.call('PEXPIRE', log, px)\n"
+    "      redis.call('PEXPIRE', meta, px)\n"
+    "    end\n"
+    "  elseif used + cost <= limit then j = m end\n"
+    "  local reset, retry = 0, 0\n"
     "  if used > 0 then\n"
     "    local last = redis.call('ZREVRANGEBYSCORE', log, '+inf', '(' .. edge, 'WITHSCORES', 'LIMIT', 0, 1)\n"
     "    if last[2] then reset = max(0, tonumber(last[2]) + window - now) end\n"
     "  end\n"
-    "  if allowed then return 1, max(0, limit - used), reset, 0 end\n"
-    "  local need = used + cost - limit\n"
-    "  local retry, freed = window, 0\n"
-    "  local live = redis.call('ZRANGEBYSCORE', log, '(' .. edge, '+inf', 'WITHSCORES')\n"
-    "  for i = 1, #live, 2 do\n"
-    "    freed = freed + cost_of(live[i])\n"
-    "    if freed >= need then retry = max(0, tonumber(live[i + 1]) + window - now) break end\n"
+    "  if j < m then\n"
+    "    local need, freed = used + cost - limit, 0\n"
+    "    retry = window\n"
+    "    local live = redis.call('ZRANGEBYSCORE', log, '(' .. edge, '+inf', 'WITHSCORES')\n"
+    "    for i = 1, #live, 2 do\n"
+    "      freed = freed + cost_of(live[i])\n"
+    "      if freed >= need then retry = max(0, tonumber(live[i + 1]) + window - now) break end\n"
+    "    end\n"
     "  end\n"
-    "  return 0, max(0, limit - used), reset, retry\n"
+    "  return j, before, reset, retry\n"
     "end\n"
     "local out, k, a = {}, 1, 2\n"
-    "for i = 1, tonumber(ARGV[1]) do\n"
+    "for g = 1, tonumber(ARGV[1]) do\n"
     "  local p1, p2, cost = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])\n"
-    "  local consume = ARGV[a + 4] == '1'\n"
-    "  local x, y, z, w\n"
+    "  local consume, m = ARGV[a + 4] == '1', tonumber(ARGV[a + 5])\n"
+    "  local x, y, z, w = 0, 0, 0, 0\n"
     "  if ARGV[a] == 'g' then\n"
-    "    x, y, z, w = gcra(KEYS[k], p1, p2, cost, consume)\n"
+    "    local key, tau, c = KEYS[k], p1 * p2, cost * p1\n"
     "    k = k + 1\n"
+    "    local base = tat[key]\n"
+    "    if base == nil then base = tonumber(redis.call('GET', key) or 0) or 0 tat[key] = base end\n"
+    "    if base < now then base = now end\n"
+    "    y = base - now\n"
+    "    if consume and c > 0 then\n"
+    "      x = floor((tau - y) / c)\n"
+    "      if x < 0 then x = 0 elseif x > m then x = m end\n"
+    "      if x > 0 then tat[key] = base + x * c dirty[key] = true end\n"
+    "    elseif y + c - tau <= 0 then x = m end\n"
     "  else\n"
-    "    x, y, z, w = sliding(KEYS[k], KEYS[k + 1], p1, p2, cost, consume)\n"
+    "    x, y, z, w = sliding(KEYS[k], KEYS[k + 1], p1, p2, cost, consume, m)\n"
     "    k = k + 2\n"
     "  end\n"
     "  local o = #out\n"
     "  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = x, y, z, w\n"
-    "  a = a + 5\n"
+    "  a = a + 6\n"
+    "end\n"
+    "for key in pairs(dirty) do\n"
+    "  redis.call('SET', key, tat[key], 'PX', ceil((tat[key] - now) / 1000) + 1)\n"
     "end\n"
     "return out\n";
 
 /* The SHA, the same in every process (computed from the source). */
 static char batch_sha[41];
 
-/* ------------------------------------------------------------- arguments */
+/* ------------------------------------------------------------------ rules */
 
 enum { ALGO_GCRA, ALGO_SLIDING };
 
+/* A checked rule with its script arguments ready. */
 typedef struct rule_args {
     int algo;
-    jj_rl_rule r;      /* limit, period, burst */
+    jj_rl_rule r;          /* limit, period, burst (the local limiter's view) */
     long long cost;
+    long long p1, p2;      /* gcra: T (us), burst; sliding: window (us), limit */
+    char s1[24], s2[24], scost[24];
+    unsigned char l1, l2, lcost;
 } rule_args;
 
 /* [-0, +0, v] An integer field of the rule table at idx (def when nil). */
@@ -176,7 +201,7 @@ static long long int_field(lua_State *L, int idx, const char *fn, const char *na
 }
 
 /* [-0, +0, v] Reads and checks the rule table at idx. */
-static void check_rule(lua_State *L, int idx, const char *fn, rule_args *a) {
+static void check_rule_table(lua_State *L, int idx, const char *fn, rule_args *a) {
     if (lua_type(L, idx) != LUA_TTABLE)
         luaL_error(L, "%s: the rule must be a table { limit = n, period = seconds, ... }, got %s",
                    fn, luaL_typename(L, idx));
@@ -211,6 +236,50 @@ static void check_rule(lua_State *L, int idx, const char *fn, rule_args *a) {
     if (a->cost > cap)
         luaL_error(L, "%s: rule.cost (%I) is more than the rule can ever allow (%I)", fn,
                    (lua_Integer)a->cost, (lua_Integer)cap);
+    if (a->algo == ALGO_GCRA) {
+        long long T = llround(a->r.period * 1e6 / (double)a->r.limit);
+        a->p1 = T < 1 ? 1 : T;
+        a->p2 = a->r.burst;
+        if ((double)a->p1 * (double)a->p2 > (double)TAU_MAX)
+            luaL_error(L, "%s: rule.burst * period / limit is too long (at most 2^50 us)", fn);
+    } else {
+        a->p1 = (long long)ceil(a->r.period * 1e6);
+        a->p2 = a->r.limit;
+    }
+    a->l1 = (unsigned char)snprintf(a->s1, sizeof a->s1, "%lld", a->p1);
+    a->l2 = (unsigned char)snprintf(a->s2, sizeof a->s2, "%lld", a->p2);
+    a->lcost = (unsigned char)snprintf(a->scost, sizeof a->scost, "%lld", a->cost);
+}
+
+/* [-0, +0, v] The rule at idx: a ratelimit.rule userdata or a table. */
+static const rule_args *get_rule(lua_State *L, int idx, const char *fn, rule_args *scratch) {
+    const rule_args *ud = luaL_testudata(L, idx, RULE_MT);
+    if (ud) return ud;
+    check_rule_table(L, idx, fn, scratch);
+    return scratch;
+}
+
+/* ratelimit.rule(t) -> a checked rule (userdata), usable wherever a rule
+ * table is; `limit`, `period`, `algorithm`, `burst`, `cost` read back. */
+static int l_rule(lua_State *L) {
+    rule_args a;
+    check_rule_table(L, 1, "ratelimit.rule", &a);
+    rule_args *ud = lua_newuserdatauv(L, sizeof *ud, 0);
+    *ud = a;
+    luaL_setmetatable(L, RULE_MT);
+    return 1;
+}
+
+static int rule_index(lua_State *L) {
+    const rule_args *a = luaL_checkudata(L, 1, RULE_MT);
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "limit") == 0) lua_pushinteger(L, (lua_Integer)a->r.limit);
+    else if (strcmp(k, "period") == 0) lua_pushnumber(L, a->r.period);
+    else if (strcmp(k, "algorithm") == 0) lua_pushstring(L, a->algo == ALGO_GCRA ? "gcra" : "sliding_window");
+    else if (strcmp(k, "burst") == 0 && a->algo == ALGO_GCRA) lua_pushinteger(L, (lua_Integer)a->r.burst);
+    else if (strcmp(k, "cost") == 0) lua_pushinteger(L, (lua_Integer)a->cost);
+    else lua_pushnil(L);
+    return 1;
 }
 
 /* [-0, +0, v] The key argument; long keys become '#' .. sha1 hex. */
@@ -274,45 +343,30 @@ static int refused_now(lua_State *L, const char *err) {
     return luaL_error(L, "ratelimit: %s", err ? err : "command refused");
 }
 
-/* What one check is resumed with. */
+/* What one check is resumed with: a result, or an error (err, or an error
+ * reply). */
 typedef struct outcome {
-    const jj_redis_reply *reply;   /* the batch's reply (an array), or NULL */
-    size_t index;                  /* first of this check's 4 integers */
-    const char *err;               /* static string, or NULL */
-    long long limit;
+    const jj_rl_result *res;
+    const jj_redis_reply *error_reply;
+    const char *err;
 } outcome;
 
 /* [-1, +(1|2), m] Runs under pcall on the main thread (jj_wait_push_protected). */
 static int build_outcome(lua_State *L) {
     const outcome *o = lua_touserdata(L, 1);
     lua_settop(L, 0);
-    if (o->err) return push_error(L, o->err);
-    const jj_redis_reply *r = o->reply;
-    if (jj_reply_type(r) == JJ_REPLY_ERROR) {
+    if (o->res) {
+        push_result(L, o->res);
+        return 1;
+    }
+    if (o->error_reply) {
         size_t len;
-        const char *s = jj_reply_str(r, &len);
+        const char *s = jj_reply_str(o->error_reply, &len);
         lua_pushnil(L);
         lua_pushlstring(L, s ? s : "", len);
         return 2;
     }
-    long long v[4];
-    if (jj_reply_type(r) != JJ_REPLY_ARRAY || jj_reply_elements(r) < o->index + 4)
-        return push_error(L, "ratelimit: unexpected reply from the script");
-    for (size_t i = 0; i < 4; i++) {
-        const jj_redis_reply *e = jj_reply_element(r, o->index + i);
-        if (jj_reply_type(e) != JJ_REPLY_INTEGER)
-            return push_error(L, "ratelimit: unexpected reply from the script");
-        v[i] = jj_reply_integer(e);
-    }
-    jj_rl_result res = {
-        .allowed = v[0] != 0,
-        .limit = o->limit,
-        .remaining = v[1],
-        .reset = (double)v[2] / 1e6,
-        .retry_after = (double)v[3] / 1e6,
-    };
-    push_result(L, &res);
-    return 1;
+    return push_error(L, o->err ? o->err : "ratelimit: no answer");
 }
 
 /* Resumes the task of w with the outcome, or drops w when it already timed
@@ -326,32 +380,29 @@ static void finish(jj_wait *w, const outcome *o) {
     jj_wait_resume(w, n);
 }
 
-/* ------------------------------------------------------------- batching
- * A check copies its keys and arguments and yields. Before the loop next
- * blocks (an ev_prepare watcher, active only while checks wait), every
- * check queued during the turn goes out as one EVALSHA of BATCH_SRC (at
- * most BATCH_MAX per call): each check is still decided atomically on
- * Redis's clock, but a busy worker pays one script call and one round trip
- * for many requests. The queue belongs to the process (one engine, one
- * loop, one Redis client per worker). */
-
-#define BATCH_MAX 128
+/* ------------------------------------------------------------- batching */
 
 typedef struct check {
     jj_wait *w;
-    long long limit;
+    struct check *next;        /* in its group */
+    rule_args a;
+    int consume;
     int nkeys;                 /* 1 (gcra) or 2 (sliding window) */
+    uint64_t hash;             /* of key[0] */
     size_t keylen[2];
     const char *key[2];        /* into buf */
-    const char *arg[5];        /* kind, p1, p2, cost, consume */
-    size_t arglen[5];
-    char num[3][24];
     char buf[];
 } check;
 
+typedef struct group {
+    check *first, *last;
+    long long m;
+    char count[24];
+} group;
+
 typedef struct batch {
-    size_t n;
-    check *items[];
+    size_t ng;
+    group g[];
 } batch;
 
 static struct {
@@ -363,66 +414,154 @@ static struct {
     unsigned long long checks, calls;   /* sent to Redis, script calls they took */
 } queue;
 
+static uint64_t fnv1a(const char *s, size_t n) {
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static int same_check(const check *x, const check *y) {
+    return x->hash == y->hash && x->keylen[0] == y->keylen[0] && x->consume == y->consume
+        && x->a.algo == y->a.algo && x->a.p1 == y->a.p1 && x->a.p2 == y->a.p2 && x->a.cost == y->a.cost
+        && memcmp(x->key[0], y->key[0], x->keylen[0]) == 0;
+}
+
 static void free_batch(batch *b) {
-    for (size_t i = 0; i < b->n; i++) free(b->items[i]);
+    for (size_t i = 0; i < b->ng; i++) {
+        check *c = b->g[i].first;
+        while (c) { check *n = c->next; free(c); c = n; }
+    }
     free(b);
 }
 
-static void on_batch_reply(const jj_redis_reply *reply, const char *err, void *privdata) {
-    batch *b = privdata;
-    for (size_t i = 0; i < b->n; i++) {
-        outcome o = { reply, i * 4, reply ? NULL : (err ? err : "redis connection lost"), b->items[i]->limit };
-        finish(b->items[i]->w, &o);   /* may run Lua that queues new checks */
+/* Resumes every check of b with err (or an error reply), then frees b. */
+static void fail_batch(batch *b, const jj_redis_reply *error_reply, const char *err) {
+    for (size_t i = 0; i < b->ng; i++) {
+        for (check *c = b->g[i].first; c; c = c->next) {
+            outcome o = { NULL, error_reply, err };
+            finish(c->w, &o);   /* may run Lua that queues new checks */
+        }
     }
     free_batch(b);
 }
 
-/* Sends items[0..n) as one EVALSHA; on refusal, every check gets the error. */
+static void on_batch_reply(const jj_redis_reply *reply, const char *err, void *privdata) {
+    batch *b = privdata;
+    if (!reply) { fail_batch(b, NULL, err ? err : "redis connection lost"); return; }
+    if (jj_reply_type(reply) == JJ_REPLY_ERROR) { fail_batch(b, reply, NULL); return; }
+    if (jj_reply_type(reply) != JJ_REPLY_ARRAY || jj_reply_elements(reply) != 4 * b->ng) {
+        fail_batch(b, NULL, "ratelimit: unexpected reply from the script");
+        return;
+    }
+    for (size_t i = 0; i < 4 * b->ng; i++) {
+        if (jj_reply_type(jj_reply_element(reply, i)) != JJ_REPLY_INTEGER) {
+            fail_batch(b, NULL, "ratelimit: unexpected reply from the script");
+            return;
+        }
+    }
+    for (size_t gi = 0; gi < b->ng; gi++) {
+        long long v[4];
+        for (size_t j = 0; j < 4; j++) v[j] = jj_reply_integer(jj_reply_element(reply, 4 * gi + j));
+        long long i = 0;
+        for (check *c = b->g[gi].first; c; c = c->next, i++) {
+            const rule_args *a = &c->a;
+            jj_rl_result res;
+            if (a->algo == ALGO_GCRA)
+                jj_rl_gcra_replay(a->p1, a->p2, a->cost, c->consume, v[0], v[1], i, &res);
+            else
+                jj_rl_sliding_replay(a->p1, a->p2, a->cost, c->consume, v[0], v[1], v[2], v[3], i, &res);
+            res.limit = a->r.limit;
+            outcome o = { &res, NULL, NULL };
+            finish(c->w, &o);   /* may run Lua that queues new checks */
+        }
+    }
+    free_batch(b);
+}
+
+/* Groups items[0..n) and sends them as one EVALSHA; on refusal every check
+ * gets the error. */
 static void send_batch(check **items, size_t n) {
-    batch *b = malloc(sizeof *b + n * sizeof *b->items);
+    batch *b = malloc(sizeof *b + n * sizeof b->g[0]);
+    if (!b) {
+        for (size_t i = 0; i < n; i++) {
+            outcome o = { NULL, NULL, "out of memory" };
+            finish(items[i]->w, &o);
+            free(items[i]);
+        }
+        return;
+    }
+    /* group identical checks (open addressing on the key's hash) */
+    enum { SLOTS = 2 * BATCH_MAX };
+    int slot[SLOTS];
+    memset(slot, -1, sizeof slot);
+    b->ng = 0;
     size_t nkeys = 0;
-    for (size_t i = 0; i < n; i++) nkeys += (size_t)items[i]->nkeys;
-    size_t argc = nkeys + 1 + 5 * n;
+    for (size_t i = 0; i < n; i++) {
+        check *c = items[i];
+        c->next = NULL;
+        size_t s = (size_t)(c->hash ^ (uint64_t)c->a.p1 ^ (uint64_t)c->consume) & (SLOTS - 1);
+        group *g = NULL;
+        while (slot[s] >= 0) {
+            if (same_check(b->g[slot[s]].first, c)) { g = &b->g[slot[s]]; break; }
+            s = (s + 1) & (SLOTS - 1);
+        }
+        if (g) {
+            g->last->next = c;
+            g->last = c;
+            g->m++;
+            continue;
+        }
+        slot[s] = (int)b->ng;
+        g = &b->g[b->ng++];
+        g->first = g->last = c;
+        g->m = 1;
+        nkeys += (size_t)c->nkeys;
+    }
+    size_t argc = nkeys + 1 + 6 * b->ng;
     const char **argv = malloc(argc * sizeof *argv);
     size_t *argvlen = malloc(argc * sizeof *argvlen);
-    const char *err = "out of memory";
-    if (b && argv && argvlen) {
-        b->n = n;
-        memcpy(b->items, items, n * sizeof *items);
-        char count[24];
-        size_t k = 0, a = nkeys;
-        argvlen[a] = (size_t)snprintf(count, sizeof count, "%zu", n);
-        argv[a++] = count;
-        for (size_t i = 0; i < n; i++) {
-            check *c = items[i];
-            for (int j = 0; j < c->nkeys; j++) {
-                argv[k] = c->key[j];
-                argvlen[k++] = c->keylen[j];
-            }
-            for (int j = 0; j < 5; j++) {
-                argv[a] = c->arg[j];
-                argvlen[a++] = c->arglen[j];
-            }
-        }
-        err = NULL;
-        queue.checks += n;
-        queue.calls++;
-        if (jj_redis_evalsha(queue.redis, batch_sha, (int)nkeys, (int)argc, argv, argvlen,
-                             on_batch_reply, b, &err) == 0) {
-            free(argv);
-            free(argvlen);
-            return;   /* on_batch_reply owns b and the checks */
-        }
-        if (!err) err = "redis unavailable";
+    if (!argv || !argvlen) {
+        free(argv);
+        free(argvlen);
+        fail_batch(b, NULL, "out of memory");
+        return;
     }
+    char count[24];
+    size_t k = 0, a = nkeys;
+    argvlen[a] = (size_t)snprintf(count, sizeof count, "%zu", b->ng);
+    argv[a++] = count;
+    for (size_t gi = 0; gi < b->ng; gi++) {
+        group *g = &b->g[gi];
+        const check *c = g->first;
+        for (int j = 0; j < c->nkeys; j++) {
+            argv[k] = c->key[j];
+            argvlen[k++] = c->keylen[j];
+        }
+        argv[a] = c->a.algo == ALGO_GCRA ? "g" : "s";
+        argvlen[a++] = 1;
+        argv[a] = c->a.s1;
+        argvlen[a++] = c->a.l1;
+        argv[a] = c->a.s2;
+        argvlen[a++] = c->a.l2;
+        argv[a] = c->a.scost;
+        argvlen[a++] = c->a.lcost;
+        argv[a] = c->consume ? "1" : "0";
+        argvlen[a++] = 1;
+        argvlen[a] = (size_t)snprintf(g->count, sizeof g->count, "%lld", g->m);
+        argv[a++] = g->count;
+    }
+    const char *err = NULL;
+    queue.checks += n;
+    queue.calls++;
+    int rc = jj_redis_evalsha(queue.redis, batch_sha, (int)nkeys, (int)argc, argv, argvlen,
+                              on_batch_reply, b, &err);
     free(argv);
     free(argvlen);
-    for (size_t i = 0; i < n; i++) {
-        outcome o = { NULL, 0, err, items[i]->limit };
-        finish(items[i]->w, &o);
-        free(items[i]);
-    }
-    free(b);
+    if (rc != 0) fail_batch(b, NULL, err ? err : "redis unavailable");
+    /* else on_batch_reply owns b and its checks */
 }
 
 static void flush(struct ev_loop *loop, ev_prepare *w, int revents) {
@@ -439,7 +578,24 @@ static void flush(struct ev_loop *loop, ev_prepare *w, int revents) {
     free(items);
 }
 
-/* [-0, +0, m] Queues c (owned by the queue from here on). */
+void jj_ratelimit_close(void) {
+    for (int pass = 0; pass < 100 && queue.n > 0; pass++) {
+        if (ev_is_active(&queue.prepare)) ev_prepare_stop(queue.loop, &queue.prepare);
+        check **items = queue.items;
+        size_t n = queue.n;
+        queue.items = NULL;
+        queue.n = queue.cap = 0;
+        for (size_t i = 0; i < n; i++) {
+            outcome o = { NULL, NULL, "redis closed" };
+            finish(items[i]->w, &o);   /* may queue new checks: the next pass fails them */
+            free(items[i]);
+        }
+        free(items);
+    }
+    if (queue.loop && ev_is_active(&queue.prepare)) ev_prepare_stop(queue.loop, &queue.prepare);
+}
+
+/* Queues c (owned by the queue from here on); -1 when out of memory. */
 static int enqueue(lua_State *L, check *c) {
     jj_engine *e = jj_engine_of(L);
     if (queue.n == 0) {
@@ -466,8 +622,8 @@ static int run_check(lua_State *L, int consume, const char *fn) {
     size_t klen;
     char hashed[42];
     const char *k = check_key(L, 1, fn, &klen, hashed);
-    rule_args a;
-    check_rule(L, 2, fn, &a);
+    rule_args scratch;
+    const rule_args *a = get_rule(L, 2, fn, &scratch);
     jj_redis *r = client_of(L);
     jj_redis_status st;
     jj_redis_get_status(r, &st);
@@ -475,7 +631,7 @@ static int run_check(lua_State *L, int consume, const char *fn) {
 
     const char *prefix = jj_redis_prefix(r);
     size_t plen = strlen(prefix);
-    int nkeys = a.algo == ALGO_GCRA ? 1 : 2;
+    int nkeys = a->algo == ALGO_GCRA ? 1 : 2;
     size_t one = plen + 5 + klen;   /* prefix "rl:X:" key */
     jj_wait *w = jj_wait_new(L, 0);   /* raises outside a task: before anything is allocated */
     check *c = malloc(sizeof *c + (size_t)nkeys * (one + 1));
@@ -488,7 +644,7 @@ static int run_check(lua_State *L, int consume, const char *fn) {
     for (int j = 0; j < nkeys; j++) {
         memcpy(p, prefix, plen);
         memcpy(p + plen, "rl:", 3);
-        p[plen + 3] = kinds[a.algo][j];
+        p[plen + 3] = kinds[a->algo][j];
         p[plen + 4] = ':';
         memcpy(p + plen + 5, k, klen);
         p[one] = '\0';
@@ -497,24 +653,11 @@ static int run_check(lua_State *L, int consume, const char *fn) {
         p += one + 1;
     }
     c->nkeys = nkeys;
-    c->limit = a.r.limit;
-    if (a.algo == ALGO_GCRA) {
-        double T = (double)llround(a.r.period * 1e6 / (double)a.r.limit);
-        snprintf(c->num[0], sizeof c->num[0], "%.0f", T < 1 ? 1 : T);
-        snprintf(c->num[1], sizeof c->num[1], "%lld", a.r.burst);
-    } else {
-        snprintf(c->num[0], sizeof c->num[0], "%.0f", ceil(a.r.period * 1e6));
-        snprintf(c->num[1], sizeof c->num[1], "%lld", a.r.limit);
-    }
-    snprintf(c->num[2], sizeof c->num[2], "%lld", a.cost);
-    c->arg[0] = a.algo == ALGO_GCRA ? "g" : "s";
-    c->arg[1] = c->num[0];
-    c->arg[2] = c->num[1];
-    c->arg[3] = c->num[2];
-    c->arg[4] = consume ? "1" : "0";
-    for (int j = 0; j < 5; j++) c->arglen[j] = strlen(c->arg[j]);
-
+    c->a = *a;
+    c->consume = consume;
+    c->hash = fnv1a(c->key[0], one);
     c->w = w;
+    c->next = NULL;
     if (enqueue(L, c) != 0) {
         jj_wait_abandon(w);
         free(c);
@@ -532,20 +675,18 @@ static int l_peek(lua_State *L) { return run_check(L, 0, "ratelimit.peek"); }
 /* Reply of a reset (DEL): privdata is the wait. */
 static void on_reset_reply(const jj_redis_reply *reply, const char *err, void *privdata) {
     jj_wait *w = privdata;
-    if (jj_wait_target(w) == NULL) {
+    lua_State *co = jj_wait_target(w);
+    if (co == NULL) {
         jj_wait_release(w);
         return;
     }
-    lua_State *co = jj_wait_target(w);
-    int n;
-    if (!reply || jj_reply_type(reply) == JJ_REPLY_ERROR) {
-        outcome o = { reply, 0, reply ? NULL : (err ? err : "redis connection lost"), 0 };
-        n = jj_wait_push_protected(w, build_outcome, &o, 0);
-    } else {
+    if (reply && jj_reply_type(reply) != JJ_REPLY_ERROR) {
         lua_pushboolean(co, 1);
-        n = 1;
+        jj_wait_resume(w, 1);
+        return;
     }
-    jj_wait_resume(w, n);
+    outcome o = { NULL, reply, reply ? NULL : (err ? err : "redis connection lost") };
+    jj_wait_resume(w, jj_wait_push_protected(w, build_outcome, &o, 0));
 }
 
 /* ratelimit.reset(key) -> true | nil, err: deletes the key's state of every
@@ -588,10 +729,10 @@ static int run_local(lua_State *L, int consume, const char *fn) {
     size_t klen;
     char hashed[42];
     const char *k = check_key(L, 1, fn, &klen, hashed);
-    rule_args a;
-    check_rule(L, 2, fn, &a);
+    rule_args scratch;
+    const rule_args *a = get_rule(L, 2, fn, &scratch);
     jj_rl_result res;
-    jj_rl_local_check(local_of(L), k, klen, now_of(L), &a.r, a.cost, consume, &res);
+    jj_rl_local_check(local_of(L), k, klen, now_of(L), &a->r, a->cost, consume, &res);
     push_result(L, &res);
     return 1;
 }
@@ -637,10 +778,16 @@ int luaopen_engine_ratelimit(lua_State *L) {
         { "local_reset", l_local_reset },
         { "local_count", l_local_count },
         { "stats", l_stats },
+        { "rule", l_rule },
         { NULL, NULL },
     };
     if (jj_redis_script(client_of(L), BATCH_SRC, sizeof BATCH_SRC - 1, batch_sha) != 0)
         return luaL_error(L, "engine.ratelimit: cannot register its Redis script");
+    if (luaL_newmetatable(L, RULE_MT)) {
+        lua_pushcfunction(L, rule_index);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
     luaL_newlib(L, fns);
     return 1;
 }

@@ -39,6 +39,56 @@ double jj_rl_gcra(const jj_rl_rule *r, double now, double tat, long long cost, i
     return consume ? new_tat : tat;
 }
 
+/* ---------------------------------------------------------------- replays */
+
+long long jj_rl_gcra_admit(long long T_us, long long burst, long long cost, int consume,
+                           long long rel_us, long long m) {
+    long long tau = T_us * burst, c = cost * T_us;
+    if (!consume || c == 0) return rel_us + c - tau <= 0 ? m : 0;
+    long long j = tau - rel_us < 0 ? 0 : (tau - rel_us) / c;
+    return j > m ? m : j;
+}
+
+void jj_rl_gcra_replay(long long T_us, long long burst, long long cost, int consume,
+                       long long admitted, long long rel_us, long long i, jj_rl_result *out) {
+    long long tau = T_us * burst, c = cost * T_us;
+    out->limit = 0;   /* the caller knows the rule's limit */
+    if (i < admitted) {
+        long long before = consume ? rel_us + i * c : rel_us;
+        long long after = consume ? before + c : before;
+        out->allowed = 1;
+        out->remaining = tau - after > 0 ? (tau - after) / T_us : 0;
+        out->reset = (double)after / 1e6;
+        out->retry_after = 0;
+        return;
+    }
+    long long tat = consume ? rel_us + admitted * c : rel_us;
+    out->allowed = 0;
+    out->remaining = tau - tat > 0 ? (tau - tat) / T_us : 0;
+    out->reset = (double)tat / 1e6;
+    out->retry_after = (double)(tat + c - tau) / 1e6;
+}
+
+void jj_rl_sliding_replay(long long window_us, long long limit, long long cost, int consume,
+                          long long admitted, long long used_before, long long reset_us,
+                          long long retry_us, long long i, jj_rl_result *out) {
+    int adds = consume && cost > 0;
+    out->limit = limit;
+    if (i < admitted) {
+        long long used = adds ? used_before + (i + 1) * cost : used_before;
+        out->allowed = 1;
+        out->remaining = limit - used > 0 ? limit - used : 0;
+        out->reset = (double)(adds ? window_us : reset_us) / 1e6;
+        out->retry_after = 0;
+        return;
+    }
+    long long used = adds ? used_before + admitted * cost : used_before;
+    out->allowed = 0;
+    out->remaining = limit - used > 0 ? limit - used : 0;
+    out->reset = (double)reset_us / 1e6;
+    out->retry_after = (double)retry_us / 1e6;
+}
+
 /* ------------------------------------------------------------ local table */
 
 typedef struct entry {

@@ -45,6 +45,27 @@ typedef struct jj_rl_result {
 double jj_rl_gcra(const jj_rl_rule *r, double now, double tat, long long cost, int consume,
                   jj_rl_result *out);
 
+/* ---- results of checks Redis decided together ---------------------------
+ * lua_ratelimit.c sends the identical checks of one loop turn (same key,
+ * rule, cost and mode) to Redis as one group of m; the script answers how
+ * many of them it admitted, in order, and the state they started from (all
+ * integers, microseconds of Redis's clock). These give the i-th check's
+ * result, exactly what checking them one by one would have answered. */
+
+/* GCRA: T_us per unit, `admitted` of the group, rel_us = max(TAT, now) - now
+ * before the group. */
+void jj_rl_gcra_replay(long long T_us, long long burst, long long cost, int consume,
+                       long long admitted, long long rel_us, long long i, jj_rl_result *out);
+/* How many of m identical GCRA checks fit (what the script computes). */
+long long jj_rl_gcra_admit(long long T_us, long long burst, long long cost, int consume,
+                           long long rel_us, long long m);
+
+/* Sliding window: used_before = units in the window before the group;
+ * reset_us and retry_us as the script computed them after the group. */
+void jj_rl_sliding_replay(long long window_us, long long limit, long long cost, int consume,
+                          long long admitted, long long used_before, long long reset_us,
+                          long long retry_us, long long i, jj_rl_result *out);
+
 /* ---- the local (per-process) limiter ------------------------------------ */
 typedef struct jj_rl_local jj_rl_local;
 

@@ -96,11 +96,13 @@ local function compile_rule(p, r, workers)
     failure_mode = r.failure_mode,
     key_prefix = r.name .. ":",
     -- what engine.ratelimit gets
-    lim = { limit = lim.limit, period = lim.period, algorithm = lim.algorithm, burst = lim.burst,
-            cost = lim.cost },
-    local_lim = { limit = ceil(lim.limit / workers), period = lim.period, burst = local_burst,
-                  cost = lim.cost < local_burst and lim.cost or local_burst },
+    lim = rl.rule({ limit = lim.limit, period = lim.period, algorithm = lim.algorithm, burst = lim.burst,
+                    cost = lim.cost }),
+    local_lim = rl.rule({ limit = ceil(lim.limit / workers), period = lim.period, burst = local_burst,
+                          cost = lim.cost < local_burst and lim.cost or local_burst }),
     policy_item = fmt('"%s";q=%d;w=%d', r.name, lim.limit, lim.period),
+    current_item = fmt('"%s";r=', r.name),   -- .. remaining .. ";t=" .. seconds
+    ip_keys = {}, ip_keys_n = 0,             -- addr -> key, for key = "ip"
     logged_at = -huge,
   }
 end
@@ -118,6 +120,8 @@ function _M.compile(p, opts)
               allow = {}, cidrs = {}, session_cookie = p.session_cookie, user_header = lower(p.user_header),
               message = p.message }
   for i, r in ipairs(p.rules) do L.rules[i] = compile_rule(p, r, workers) end
+  L.nrules = #L.rules
+  L.has_allow = #p.allow > 0
   for _, a in ipairs(p.allow) do
     local net, bits = a:match("^([%d.]+)/(%d+)$")
     if net then
@@ -172,11 +176,22 @@ local function cookie(req, name)
 end
 
 -- The key of the request's budget under rule r: "<name>:<kind>:<value>".
+local IP_KEYS_MAX = 4096
+
+local function ip_key(r, addr)
+  local k = r.ip_keys[addr]
+  if k then return k end
+  if r.ip_keys_n >= IP_KEYS_MAX then r.ip_keys, r.ip_keys_n = {}, 0 end
+  k = r.key_prefix .. "ip:" .. addr
+  r.ip_keys[addr], r.ip_keys_n = k, r.ip_keys_n + 1
+  return k
+end
+
 local function key_of(L, r, req)
-  local kind, v = r.kind, nil
-  if kind == "ip" then
-    v = req.remote_addr
-  elseif kind == "route" then
+  local kind = r.kind
+  if kind == "ip" then return ip_key(r, req.remote_addr) end
+  local v
+  if kind == "route" then
     v = req.method .. " " .. (req.route or r.route or r.prefix)
   elseif kind == "session" then
     v = cookie(req, L.session_cookie)
@@ -185,7 +200,7 @@ local function key_of(L, r, req)
   else
     v = req.headers and req.headers[r.header]
   end
-  if v == nil or v == "" then kind, v = "ip", req.remote_addr end
+  if v == nil or v == "" then return ip_key(r, req.remote_addr) end
   return r.key_prefix .. kind .. ":" .. v
 end
 
@@ -199,25 +214,28 @@ local function warn(r, err)
     r.failure_mode == "local" and "to the local limiter" or r.failure_mode))
 end
 
--- Header values of the rules that applied (results[i] = { rule, res }).
-local function headers_of(results, n, h)
-  h = h or {}
-  if n == 1 then
-    local r, res = results[1], results[2]
-    local t = ceil(res.reset)
-    h["RateLimit-Policy"] = r.policy_item
-    h["RateLimit"] = fmt('"%s";r=%d;t=%d', r.name, res.remaining, t)
-    h["X-RateLimit-Limit"] = res.limit
-    h["X-RateLimit-Remaining"] = res.remaining
-    h["X-RateLimit-Reset"] = t
-    return h
-  end
+-- The headers of one rule's result (the common case).
+local function headers_one(r, res)
+  local t, rem = ceil(res.reset), res.remaining
+  return {
+    ["RateLimit-Policy"] = r.policy_item,
+    ["RateLimit"] = r.current_item .. rem .. ";t=" .. t,
+    ["X-RateLimit-Limit"] = res.limit,
+    ["X-RateLimit-Remaining"] = rem,
+    ["X-RateLimit-Reset"] = t,
+  }
+end
+
+-- Header values of the rules that applied (results = { r1, res1, r2, res2, ... }).
+local function headers_of(results, n)
+  if n == 1 then return headers_one(results[1], results[2]) end
+  local h = {}
   local pol, cur = {}, {}
   local worst
   for i = 1, n do
     local r, res = results[2 * i - 1], results[2 * i]
     pol[i] = r.policy_item
-    cur[i] = fmt('"%s";r=%d;t=%d', r.name, res.remaining, ceil(res.reset))
+    cur[i] = r.current_item .. res.remaining .. ";t=" .. ceil(res.reset)
     if not worst or res.remaining < worst.remaining
         or (res.remaining == worst.remaining and res.reset > worst.reset) then
       worst = res
@@ -257,17 +275,19 @@ end
 -- Limits req with limiter L. Returns nil to go on (the headers to add wait
 -- in req.ratelimit), or status, headers, body to answer at once.
 function _M.apply(L, req)
-  if not L.enabled or req.path == "/health" then return nil end
+  if not L.enabled then return nil end
+  local path = req.path
+  if path == "/health" then return nil end
   local rules = L.rules
-  local results, n
-  for i = 1, #rules do
+  local r1, res1, results, n = nil, nil, nil, 0
+  for i = 1, L.nrules do
     local r = rules[i]
-    if matches(r, req) then
-      if n == nil then
-        if allowed_addr(L, req.remote_addr) then return nil end
-        results, n = {}, 0
-      end
-      local key = key_of(L, r, req)
+    local hit
+    if r.route then hit = req.route == r.route else hit = sub(path, 1, r.prefix_len) == r.prefix end
+    if hit and (r.methods or r.query) then hit = matches(r, req) end
+    if hit then
+      if n == 0 and L.has_allow and allowed_addr(L, req.remote_addr) then return nil end
+      local key = r.kind == "ip" and ip_key(r, req.remote_addr) or key_of(L, r, req)
       local res, err = rl_check(key, r.lim)
       if not res then
         warn(r, err)
@@ -281,12 +301,21 @@ function _M.apply(L, req)
       end
       if res then
         n = n + 1
-        results[2 * n - 1], results[2 * n] = r, res
-        if not res.allowed then return too_many(L, res, results, n) end
+        if n == 1 then
+          r1, res1 = r, res
+        else
+          results = results or { r1, res1 }
+          results[2 * n - 1], results[2 * n] = r, res
+        end
+        if not res.allowed then return too_many(L, res, results or { r1, res1 }, n) end
       end
     end
   end
-  if n and n > 0 then req.ratelimit = headers_of(results, n) end
+  if n == 1 then
+    req.ratelimit = headers_one(r1, res1)
+  elseif n > 1 then
+    req.ratelimit = headers_of(results, n)
+  end
   return nil
 end
 

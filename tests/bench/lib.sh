@@ -8,6 +8,7 @@
 # traps. A script then calls bench_tmp NAME before starting anything.
 
 # shellcheck disable=SC2317  # cleanup/stop/probes run from traps and wait_for
+# shellcheck disable=SC2034  # settings are used by the scripts that source this
 set -euo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -270,7 +271,9 @@ cpu_ticks() {
 }
 # cpu_delta "U0 S0" "U1 S1": "USER SYSTEM" ticks between two cpu_ticks.
 cpu_delta() {
-  local a=($1) b=($2)
+  local a b
+  read -r -a a <<< "$1"
+  read -r -a b <<< "$2"
   echo "$((b[0] - a[0])) $((b[1] - a[1]))"
 }
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)

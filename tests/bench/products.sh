@@ -18,9 +18,10 @@ OUT=${BENCH_PRODUCTS_OUT:-$OUT_DIR/products.json}
 
 check_number BENCH_PRODUCTS_TARGET_REDIS "$TARGET_REDIS"
 check_number BENCH_PRODUCTS_TARGET_L1 "$TARGET_L1"
-[[ $NIDS =~ ^[1-9][0-9]*$ ]] && (( NIDS <= 240 )) \
-  || die "BENCH_PRODUCTS_IDS must be 1..240 (the seeded products; got '$NIDS')"
-check_common
+if ! [[ $NIDS =~ ^[1-9][0-9]*$ ]] || (( NIDS > 240 )); then
+  die "BENCH_PRODUCTS_IDS must be 1..240 (the seeded products; got '$NIDS')"
+fi
+check_common python3
 check_nginx
 
 # --- temp dir: Lua tree, the two policy trees ---------------------------------

@@ -14,7 +14,7 @@
 TARGET=${BENCH_RATELIMIT_TARGET:-0.8}
 ALGORITHM=${BENCH_RATELIMIT_ALGORITHM:-gcra}
 OUT=${BENCH_RATELIMIT_OUT:-$OUT_DIR/ratelimit.json}
-ROUTE=/api/products/{id}
+ROUTE='/api/products/{id}'
 URL_PATH=/api/products/p-0001
 # 10^8 per hour: a bucket of 10^8 requests, far more than a run sends.
 LIMIT=100000000

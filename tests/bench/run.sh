@@ -4,16 +4,18 @@
 #   core      a Lua route vs nginx serving the same 400-byte body   (core.sh)
 #   products  GET /api/products/{id} from Redis and from L1 vs nginx (products.sh)
 #   zipf      Zipf(1.0) reads + 5 % writes over 10,000 products      (zipf.sh)
-# BENCH_ONLY=core|products|zipf (or a comma list) runs only those.
+#   ratelimit GET /api/products/{id} with a rate-limit rule vs without (ratelimit.sh)
+# BENCH_ONLY=core|products|zipf|ratelimit (or a comma list) runs only those.
 #
 # Each prints its report and writes build/bench/<name>.json. A missed target
 # is reported, not failed; the exit status is non-zero when some benchmark
 # could not be measured (its own exit status says why).
+# shellcheck disable=SC2317  # forward runs from the traps
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ALL=(core products zipf)
-ONLY=${BENCH_ONLY:-core,products,zipf}
+ALL=(core products zipf ratelimit)
+ONLY=${BENCH_ONLY:-core,products,zipf,ratelimit}
 
 selected=()
 IFS=', ' read -r -a want <<< "$ONLY"

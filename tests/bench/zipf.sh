@@ -31,7 +31,7 @@ check_number BENCH_ZIPF_WRITE_PCT "$WRITE_PCT"
 python3 -c 'import sys; sys.exit(0 if 0 <= float(sys.argv[1]) <= 100 else 1)' "$WRITE_PCT" \
   || die "BENCH_ZIPF_WRITE_PCT must be 0..100 (got $WRITE_PCT)"
 case "$CONSISTENCY" in shipped|strong|bounded) ;; *) die "BENCH_ZIPF_CONSISTENCY must be shipped, strong or bounded (got '$CONSISTENCY')" ;; esac
-check_common
+check_common python3
 WRITE_FRACTION=$(python3 -c 'import sys; print(float(sys.argv[1]) / 100)' "$WRITE_PCT")
 
 bench_tmp zipf
@@ -107,7 +107,6 @@ alive
 sleep 0.2
 metrics "$engine_port" "$TMP/m2.json" || die "GET /api/cache/metrics failed"
 dbstat > "$TMP/db2.txt" || die "cannot read $DB"
-grep -h '^zipf-script:' "$TMP"/wrk/zipf*.txt >&2 || true
 
 if [ "$PROFILE" = 1 ]; then
   profile_workers "$E_PID" "$(dirname "$OUT")/zipf-profile.txt" engine "$DURATION" \

@@ -37,6 +37,7 @@ int main(void) {
     CHECK_STR(c.policy_dir, "policies");
     CHECK_INT(c.max_body, 1 << 20);
     CHECK_INT(c.has_admin_token, 0);
+    CHECK_INT(c.ratelimit_enabled, 1);
 
     /* REDIS_URL with user, password, port and db */
     CHECK_INT(load(&c, err, "REDIS_URL", "redis://app:s%40cret@cache.local:6380/3", NULL, NULL), 0);
@@ -72,6 +73,8 @@ int main(void) {
     CHECK_INT(load(&c, err, "REDIS_KEY_PREFIX", "a b", NULL, NULL), -1);
     CHECK_INT(load(&c, err, "WATCH", "maybe", NULL, NULL), -1);
     CHECK(strncmp(err, "WATCH:", 6) == 0);
+    CHECK_INT(load(&c, err, "RATELIMIT_ENABLED", "sometimes", NULL, NULL), -1);
+    CHECK(strncmp(err, "RATELIMIT_ENABLED:", 18) == 0);
     CHECK_INT(load(&c, err, "MAX_BODY_BYTES", "-1", NULL, NULL), -1);
     CHECK_INT(load(&c, err, "HEADER_TIMEOUT", "100", NULL, NULL), -1);
     CHECK(strstr(err, "HEADER_TIMEOUT") == err);
@@ -83,5 +86,8 @@ int main(void) {
     CHECK_INT(load(&c, err, "WATCH", "false", "MAX_BODY_BYTES", "2048"), 0);
     CHECK_INT(c.watch, 0);
     CHECK_INT(c.max_body, 2048);
+    CHECK_INT(c.ratelimit_enabled, 1);
+    CHECK_INT(load(&c, err, "RATELIMIT_ENABLED", "off", NULL, NULL), 0);
+    CHECK_INT(c.ratelimit_enabled, 0);
     return jj_test_done();
 }

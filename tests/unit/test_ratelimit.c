@@ -215,6 +215,60 @@ static void test_local(void) {
     CHECK(jj_rl_local_default() == jj_rl_local_default());
 }
 
+/* Checks Redis decided together: replaying the group gives exactly what
+ * checking them one by one gives (jj_rl_gcra on integer microseconds). */
+static void test_gcra_replay(void) {
+    struct { long long T, burst, cost; int consume; long long rel, m; } cases[] = {
+        { 600000, 100, 1, 1, 0, 150 },          /* fresh: 100 of 150 */
+        { 600000, 100, 1, 1, 59400000, 5 },     /* 1 left */
+        { 1000000, 10, 4, 1, 0, 5 },            /* cost 4: 2 fit */
+        { 1000000, 10, 3, 1, 2500000, 4 },      /* partially refilled */
+        { 250000, 4, 1, 0, 500000, 3 },         /* peeks: all the same answer */
+        { 250000, 4, 1, 0, 900000, 3 },         /* peeks refused */
+        { 36, 100000000, 1, 1, 1000, 64 },      /* the benchmark's rule */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        long long T = cases[k].T, burst = cases[k].burst, cost = cases[k].cost, m = cases[k].m;
+        int consume = cases[k].consume;
+        long long admitted = jj_rl_gcra_admit(T, burst, cost, consume, cases[k].rel, m);
+        jj_rl_rule r = { burst, (double)T * (double)burst / 1e6, burst };
+        double now = 1000.0, tat = now + (double)cases[k].rel / 1e6;
+        long long seq_admitted = 0;
+        for (long long i = 0; i < m; i++) {
+            jj_rl_result one, rep;
+            tat = jj_rl_gcra(&r, now, tat, cost, consume, &one);
+            jj_rl_gcra_replay(T, burst, cost, consume, admitted, cases[k].rel, i, &rep);
+            seq_admitted += one.allowed;
+            CHECK_INT(rep.allowed, one.allowed);
+            CHECK_INT(rep.remaining, one.remaining);
+            CHECK(fabs(rep.reset - one.reset) < 1e-6);
+            CHECK(fabs(rep.retry_after - one.retry_after) < 1e-6);
+        }
+        CHECK_INT(admitted, seq_admitted);
+    }
+    /* cost 0 is always allowed and changes nothing */
+    CHECK_INT(jj_rl_gcra_admit(1000, 5, 0, 1, 5000, 7), 7);
+}
+
+static void test_sliding_replay(void) {
+    jj_rl_result res;
+    /* limit 10, 7 used, cost 2, 3 checks: 1 fits (9), then refused */
+    jj_rl_sliding_replay(2000000, 10, 2, 1, 1, 7, 2000000, 350000, 0, &res);
+    CHECK_INT(res.allowed, 1);
+    CHECK_INT(res.remaining, 1);
+    CHECK_INT(res.limit, 10);
+    CHECK(NEAR(res.reset, 2.0));
+    jj_rl_sliding_replay(2000000, 10, 2, 1, 1, 7, 2000000, 350000, 1, &res);
+    CHECK_INT(res.allowed, 0);
+    CHECK_INT(res.remaining, 1);
+    CHECK(NEAR(res.retry_after, 0.35));
+    /* peeks: nothing added */
+    jj_rl_sliding_replay(2000000, 10, 1, 0, 2, 4, 800000, 0, 1, &res);
+    CHECK_INT(res.allowed, 1);
+    CHECK_INT(res.remaining, 6);
+    CHECK(NEAR(res.reset, 0.8));
+}
+
 int main(void) {
     test_burst_then_reject();
     test_refill();
@@ -222,5 +276,7 @@ int main(void) {
     test_cost_and_burst();
     test_peek();
     test_local();
+    test_gcra_replay();
+    test_sliding_replay();
     return jj_test_done();
 }
