@@ -24,6 +24,7 @@ struct jj_engine {
     char last_error[1024];
     const jj_engine_module *modules;   /* borrowed: an embedding host's extra modules */
     size_t nmodules;
+    int closing;
 };
 
 struct ev_loop *jj_engine_loop(jj_engine *e) { return e->loop; }
@@ -32,6 +33,7 @@ jj_db *jj_engine_db(jj_engine *e) { return e->db; }
 const jj_config *jj_engine_config(jj_engine *e) { return e->cfg; }
 double jj_engine_io_timeout_ms(jj_engine *e) { return e->cfg->redis_timeout_ms; }
 int jj_engine_worker_id(jj_engine *e) { return e->worker_id; }
+int jj_engine_closing(jj_engine *e) { return e->closing; }
 unsigned jj_engine_generation(jj_engine *e) { return e->generation; }
 const char *jj_engine_last_reload_error(jj_engine *e) { return e->last_error[0] ? e->last_error : NULL; }
 jj_gen *jj_engine_current_gen(jj_engine *e) { return e->gen; }
@@ -126,6 +128,7 @@ int jj_engine_reload(jj_engine *e) {
 
 void jj_engine_free(jj_engine *e) {
     if (!e) return;
+    e->closing = 1;
     jj_gen_release(e->gen);
     if (e->db) jj_db_close(e->db);
     if (e->sub) jj_redis_sub_free(e->sub);

@@ -25,6 +25,8 @@ int jj_engine_subscriber_up(jj_engine *e);
 
 /* Identity and reload state, for engine.core.info() and /health. */
 int jj_engine_worker_id(jj_engine *e);
+/* 1 once jj_engine_free has begun: late callbacks must not start Lua work. */
+int jj_engine_closing(jj_engine *e);
 unsigned jj_engine_generation(jj_engine *e);
 const char *jj_engine_last_reload_error(jj_engine *e); /* NULL if none */
 #endif

@@ -1,6 +1,7 @@
 /* host.c: an HTTP exchange becomes a task that calls jollyjet.app.handle(req)
  * and turns its results (status, headers, body) into the response. */
 #include "host.h"
+#include "fastpath.h"
 #include "engine.h"
 #include "engine_internal.h"
 #include "log.h"
@@ -164,6 +165,12 @@ static void on_done(jj_task *t, int status, lua_State *co, int nres, const char 
 
 void jj_host_handle(void *ud, jj_http_conn *c, const jj_http_exchange *x) {
     jj_engine *e = ud;
+    jj_gen *g = jj_engine_current_gen(e);
+    if (g && jj_fastpath_try(e, g, c, x)) return;
+    jj_host_run_lua(e, c, x);
+}
+
+void jj_host_run_lua(jj_engine *e, jj_http_conn *c, const jj_http_exchange *x) {
     jj_gen *g = jj_engine_current_gen(e);
     pending *p = calloc(1, sizeof *p);
     jj_task *t = p && g ? jj_task_new(g, on_done, p) : NULL;

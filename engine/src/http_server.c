@@ -193,6 +193,8 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
 
 /* ------------------------------------------------------------- response */
 
+int jj_http_conn_alive(const jj_http_conn *c) { return !c->dead; }
+
 void jj_http_response_start(jj_http_conn *c, int status) {
     if (c->dead) return;
     c->resp_mark = c->out_len;

@@ -43,6 +43,10 @@ void jj_http_server_drain(jj_http_server *s, void (*drained)(void *), void *ud);
 void jj_http_server_free(jj_http_server *s);
 long jj_http_server_connections(const jj_http_server *s);
 
+/* 0 when the client went away while its request was being handled (the
+ * connection still needs its jj_http_response_finish, which frees it). */
+int jj_http_conn_alive(const jj_http_conn *c);
+
 /* Building the response to the request being handled on c. */
 void jj_http_response_start(jj_http_conn *c, int status);
 /* Returns -1 (and adds nothing) if the name is not a token or the value

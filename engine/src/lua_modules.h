@@ -15,5 +15,6 @@ int luaopen_engine_ratelimit(lua_State *L); /* lua_ratelimit.c */
  * ("redis closed"); jj_engine_free calls it before freeing the client. */
 void jj_ratelimit_close(void);
 int luaopen_engine_lock(lua_State *L);   /* lua_lock.c */
+int luaopen_engine_fastpath(lua_State *L); /* fastpath.c */
 
 #endif

@@ -1,5 +1,6 @@
 /* vm.c: Lua VM generations, tasks and waits (see vm.h and task.h). */
 #include "vm.h"
+#include "fastpath.h"
 #include "task.h"
 #include "engine.h"
 #include "engine_internal.h"
@@ -27,6 +28,7 @@ struct jj_gen {
     int entry_ref;         /* registry ref of jollyjet.app's handle, or LUA_NOREF */
     jj_task *running;      /* task being resumed right now */
     long load_instr, load_limit;
+    jj_fast_table *fast;   /* engine.fastpath routes, or NULL */
 };
 
 struct jj_task {
@@ -78,6 +80,7 @@ static void *gen_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 
 static void gen_close(jj_gen *g) {
     if (g->L) lua_close(g->L);
+    jj_fast_table_free(g->fast);
     free(g);
 }
 
@@ -90,6 +93,8 @@ unsigned jj_gen_number(const jj_gen *g) { return g->number; }
 lua_State *jj_gen_state(jj_gen *g) { return g->L; }
 size_t jj_gen_memory(const jj_gen *g) { return g->mem; }
 int jj_gen_entry_ref(const jj_gen *g) { return g->entry_ref; }
+jj_fast_table *jj_gen_fast_table(jj_gen *g) { return g->fast; }
+void jj_gen_set_fast_table(jj_gen *g, jj_fast_table *t) { g->fast = t; }
 
 /* [-0, +0, e] Runs inside lua_pcall on a fresh VM: libraries, module path,
  * preloads, then (for an app generation) jollyjet.app. */
@@ -119,6 +124,8 @@ static int gen_init(lua_State *L) {
     lua_setfield(L, -2, "engine.ratelimit");
     lua_pushcfunction(L, luaopen_engine_lock);
     lua_setfield(L, -2, "engine.lock");
+    lua_pushcfunction(L, luaopen_engine_fastpath);
+    lua_setfield(L, -2, "engine.fastpath");
     jj_engine_preload(g->engine, L, -1);   /* an embedding host's modules (jollyjet.h) */
     lua_pop(L, 2);
 

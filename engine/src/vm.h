@@ -30,6 +30,10 @@ void jj_gen_release(jj_gen *g);
 unsigned jj_gen_number(const jj_gen *g);
 lua_State *jj_gen_state(jj_gen *g);
 size_t jj_gen_memory(const jj_gen *g);
+/* The C fast-path routes a generation registered (fastpath.c); owned by it. */
+typedef struct jj_fast_table jj_fast_table;
+jj_fast_table *jj_gen_fast_table(jj_gen *g);
+void jj_gen_set_fast_table(jj_gen *g, jj_fast_table *t);
 /* The generation a Lua state (any thread of it) belongs to. */
 jj_gen *jj_gen_of_state(lua_State *L);
 /* Registry reference of jollyjet.app.handle (app generations). */

@@ -41,6 +41,7 @@ local function cache_metrics()
   overall.l1Hits = snap['cache_hits_level{level="L1"}'] or 0
   overall.l2Hits = snap['cache_hits_level{level="L2"}'] or 0
   overall.journaledInvalidations = snap["cache_journaled"] or 0
+  overall.fastPathHits = snap["cache_fastpath_hits"] or 0   -- hits answered by the C host without Lua
   for _, t in pairs(by_ns) do t.hitRate = rate(t.cacheHits, t.cacheMisses) end
   overall.namespaces = by_ns   -- {} when nothing was cached yet
   overall.success = true

@@ -8,6 +8,7 @@
 -- table (sent as JSON).
 local core = require "engine.core"
 local router = require "jollyjet.router"
+local cache = require "jollyjet.cache"
 local policy = require "jollyjet.policy"
 local http = require "jollyjet.http"
 local response_cache = require "jollyjet.response_cache"
@@ -38,6 +39,19 @@ for _, file in ipairs(names) do
 end
 response_cache.check_routes(r)   -- every policies/response_cache.lua rule names a GET route
 ratelimit.check_routes(r)        -- every policies/ratelimits.lua route rule names a route
+
+-- Cached entity GETs the C host may answer itself (engine.fastpath), where no
+-- per-request policy (rate limit, response cache) applies to the route.
+for _, route in ipairs(r.routes) do
+  local ns = route.meta.fast_cache
+  if ns and route.method == "GET" then
+    local prefix = route.pattern:match("^(.*/){[%a_][%w_]*}$")
+    if prefix and not ratelimit.may_apply(route.pattern, prefix .. "x")
+        and not response_cache.rule_for({ method = "GET", route = route.pattern }) then
+      cache.fast_route(prefix, ns)
+    end
+  end
+end
 
 local function finish(status, body, headers)
   if type(body) == "table" then

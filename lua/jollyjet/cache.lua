@@ -35,6 +35,7 @@ local db = require "engine.db"
 local lru = require "engine.lru"
 local metrics = require "engine.metrics"
 local policy = require "jollyjet.policy"
+local fastpath = require "engine.fastpath"
 
 local type, error, tostring, tonumber, pairs, ipairs, pcall = type, error, tostring, tonumber, pairs, ipairs, pcall
 local concat, random, log, floor, fmt, byte = table.concat, math.random, math.log, math.floor, string.format, string.byte
@@ -163,7 +164,18 @@ local journal_dirty = false
 local replayed_at = nil     -- redis reconnect count at the last replay
 local replaying = nil       -- core.event while a replay runs
 
+-- The C fast path reads Redis only while this library trusts it (same
+-- reconnect epoch, journal replayed): keep it told.
+local told_trust = nil
+local function tell_trust(reconnects)
+  if told_trust ~= reconnects then
+    told_trust = reconnects
+    if reconnects then fastpath.trust(reconnects) else fastpath.distrust() end
+  end
+end
+
 local function journal(op, ns, key, version)
+  tell_trust(nil)
   local n, err = db.exec("INSERT INTO cache_journal (op, ns, key, version) VALUES (?, ?, ?, ?)",
                          op, ns, key or "", version or db.null)
   journal_dirty = true
@@ -213,7 +225,10 @@ end
 local function redis_usable()
   local up, reconnects = redis.ready()
   if not up then return false end
-  if replayed_at == reconnects and not journal_dirty and not replaying then return true end
+  if replayed_at == reconnects and not journal_dirty and not replaying then
+    if told_trust ~= reconnects then tell_trust(reconnects) end
+    return true
+  end
   if replaying then   -- another request is replaying: wait for its verdict
     local ok = replaying:wait(conf().lease_ms / 1000)
     return ok == true
@@ -224,7 +239,7 @@ local function redis_usable()
   local ok, res = pcall(replay)
   replaying = nil
   local usable = ok and res or false
-  if usable then replayed_at = reconnects else journal_dirty = true end
+  if usable then replayed_at = reconnects; tell_trust(reconnects) else journal_dirty = true; tell_trust(nil) end
   ev:signal(usable)
   return usable
 end
@@ -571,6 +586,16 @@ function _M.invalidate_tag(tag)
   if not ok then journal("tag", tag) end
   metrics.incr("cache_tag_invalidations")
   return true
+end
+
+-- Lets the C host answer GET <prefix><key> with the fresh cached value of
+-- ns:key (engine.fastpath); called by the app while the generation builds.
+function _M.fast_route(prefix, ns)
+  local c, _, nc = ns_conf(ns)
+  fastpath.route({
+    prefix = prefix, ns = ns, key_prefix = redis.key("c", ns) .. ":",
+    content_type = "application/json", bounded = nc.consistency == "bounded", beta = c.beta,
+  })
 end
 
 -- true when the client asked for a fresh answer (Cache-Control: no-cache).

@@ -328,6 +328,23 @@ local function limiter()
   return current
 end
 
+-- true when some enabled rule could limit requests to route_pattern (a
+-- sample path stands in for prefix rules): such routes never use the C
+-- fast path, which would skip the limiter.
+function _M.may_apply(route_pattern, sample_path)
+  local L = limiter()
+  if not L.enabled then return false end
+  for i = 1, L.nrules do
+    local r = L.rules[i]
+    if r.route then
+      if r.route == route_pattern then return true end
+    elseif sub(sample_path, 1, r.prefix_len) == r.prefix then
+      return true
+    end
+  end
+  return false
+end
+
 function _M.enter(req)
   return _M.apply(limiter(), req)
 end

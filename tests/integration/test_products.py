@@ -413,6 +413,26 @@ def test_wishlist_without_or_with_a_bad_cookie(e):
 
 # ------------------------------------------------------------------ X-Cache
 
+def test_fresh_cached_products_are_served_by_the_c_fast_path_byte_for_byte(e):
+    path = "/api/products/p-0033"
+    e.request("GET", path)                                   # fill (and let the cache library vouch for Redis)
+    before = e.json("GET", "/api/cache/metrics")[2]["fastPathHits"]
+    fast = [e.request("GET", path) for _ in range(6)]        # no query string: the fast path may answer
+    lua = e.request("GET", path + "?via=lua")                # a query string always goes to the Lua handler
+    after = e.json("GET", "/api/cache/metrics")[2]["fastPathHits"]
+    assert after - before >= 4, (before, after)              # both workers, after their first Lua fetch
+    for st, hdrs, body in fast:
+        assert st == 200 and body == lua[2]
+        assert hdrs["X-Cache"] == lua[1]["X-Cache"] == "HIT"
+        assert hdrs["Content-Type"] == lua[1]["Content-Type"] == "application/json"
+    # a write is visible at once through the fast path too
+    st, _, doc = jreq(e, "PATCH", path, {"stock": 42})
+    assert st == 200
+    for _ in range(6):
+        st, _, got = jreq(e, "GET", path)
+        assert got["version"] == doc["version"] and got["stock"] == 42
+
+
 def test_x_cache_miss_then_hit(e):
     # list pages fill the product cache too: start from an entry a write just
     # invalidated (a wishlist toggle deletes it; an update writes it through)
