@@ -36,6 +36,7 @@ typedef struct {
     size_t key_prefix_len;
     char content_type[64];
     int bounded;
+    double max_lag;      /* bounded: seconds an L1 entry is trusted */
     double beta;
     char m_hits[128], m_level_l1[64], m_level_l2[64];
 } route;
@@ -93,7 +94,9 @@ static int l_route(lua_State *L) {
     r->bounded = lua_toboolean(L, -1);
     lua_getfield(L, 1, "beta");
     r->beta = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 1.0;
-    lua_pop(L, 2);
+    lua_getfield(L, 1, "max_lag_ms");
+    r->max_lag = lua_isnumber(L, -1) ? lua_tonumber(L, -1) / 1000.0 : 1.0;
+    lua_pop(L, 3);
     char ns[sizeof r->ns];
     memcpy(ns, r->ns, sizeof ns);   /* not the struct's own field: snprintf's restrict */
     snprintf(r->m_hits, sizeof r->m_hits, "cache_hits{ns=\"%s\"}", ns);
@@ -133,7 +136,7 @@ static double uniform01(void) {
 
 /* The value of a fresh, positive, untagged envelope
  * "<expiry>|<delta>|<version>|<negative>|<tags>\n<value>", or NULL. */
-static const char *fresh_value(const route *r, const char *env, size_t len, size_t *vlen) {
+static const char *fresh_value(const route *r, const char *env, size_t len, size_t *vlen, double *expiry_out) {
     const char *nl = memchr(env, '\n', len);
     if (!nl) return NULL;
     char head[160];
@@ -154,6 +157,7 @@ static const char *fresh_value(const route *r, const char *env, size_t len, size
     /* XFetch: when an early refresh is due, let the handler start it. */
     if (r->beta > 0 && delta > 0 && now - delta * r->beta * log(uniform01()) >= expiry) return NULL;
     *vlen = len - hl - 1;
+    if (expiry_out) *expiry_out = expiry;
     return nl + 1;
 }
 
@@ -172,6 +176,10 @@ typedef struct {
     jj_http_conn *c;
     jj_http_exchange x;
     route r;
+    jj_lru *l1;          /* bounded: where to keep what Redis answered */
+    uint64_t l1_seq;     /* ... unless an invalidation reached it meanwhile */
+    size_t klen;
+    char key[72];
 } pending;
 
 static void on_reply(const jj_redis_reply *reply, const char *err, void *privdata) {
@@ -184,7 +192,15 @@ static void on_reply(const jj_redis_reply *reply, const char *err, void *privdat
     } else {
         size_t len = 0, vlen = 0;
         const char *s = (!err && reply && jj_reply_type(reply) == JJ_REPLY_STRING) ? jj_reply_str(reply, &len) : NULL;
-        const char *v = s ? fresh_value(&p->r, s, len, &vlen) : NULL;
+        double expiry = 0;
+        const char *v = s ? fresh_value(&p->r, s, len, &vlen, &expiry) : NULL;
+        if (v && p->l1 && jj_engine_subscriber_up(p->e) && jj_lru_seq(p->l1) == p->l1_seq) {
+            /* as the Lua path does: L1 keeps it for at most max_lag */
+            double life = expiry - ev_time();
+            if (life > p->r.max_lag) life = p->r.max_lag;
+            double now = ev_now(jj_engine_loop(p->e));
+            if (life > 0) jj_lru_set(p->l1, p->key, p->klen, s, len, now + life, 0, 0, now);
+        }
         if (v) answer(c, &p->r, v, vlen, p->r.m_level_l2);
         else jj_host_run_lua(p->e, c, &p->x);   /* miss, stale, Redis trouble: the handler */
     }
@@ -218,13 +234,14 @@ int jj_fastpath_try(jj_engine *e, jj_gen *g, jj_http_conn *c, const jj_http_exch
     size_t klen = q->path_len - r->prefix_len;
     if (!valid_key(key, klen)) return 0;
 
+    jj_lru *l1 = NULL;
     if (r->bounded && jj_engine_subscriber_up(e)) {
-        jj_lru *l1 = jj_lru_registry_find(r->ns);
+        l1 = jj_lru_registry_find(r->ns);
         jj_lru_entry ent;
         size_t vlen;
         const char *v;
         if (l1 && jj_lru_get(l1, key, klen, ev_now(jj_engine_loop(e)), &ent) == 0 &&
-            (v = fresh_value(r, ent.value, ent.vlen, &vlen))) {
+            (v = fresh_value(r, ent.value, ent.vlen, &vlen, NULL))) {
             answer(c, r, v, vlen, r->m_level_l1);
             return 1;
         }
@@ -242,6 +259,10 @@ int jj_fastpath_try(jj_engine *e, jj_gen *g, jj_http_conn *c, const jj_http_exch
     p->c = c;
     p->x = *x;
     p->r = *r;
+    p->l1 = l1;
+    p->l1_seq = l1 ? jj_lru_seq(l1) : 0;
+    p->klen = klen;
+    memcpy(p->key, key, klen);
     const char *argv[2] = {"GET", k};
     size_t lens[2] = {3, (size_t)kn};
     const char *err;

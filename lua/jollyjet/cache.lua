@@ -595,6 +595,7 @@ function _M.fast_route(prefix, ns)
   fastpath.route({
     prefix = prefix, ns = ns, key_prefix = redis.key("c", ns) .. ":",
     content_type = "application/json", bounded = nc.consistency == "bounded", beta = c.beta,
+    max_lag_ms = nc.max_lag_ms,
   })
 end
 
