@@ -127,6 +127,35 @@ def test_update_while_redis_is_down_is_not_stale_when_it_returns():
         r.close()
 
 
+def test_bounded_l1_lags_a_write_by_at_most_max_lag():
+    r = Redis()
+    e = Engine(r.port, start=False)
+    try:
+        with open(os.path.join(e.policy_dir, "cache.lua"), "w") as f:
+            f.write("return { namespaces = { product = { consistency = 'bounded', max_lag_ms = 400 } } }\n")
+        e.start()
+        pid = "p-0201"
+        for _ in range(10):
+            v0 = get_version(e, pid)
+        m = e.json("GET", "/api/cache/metrics")[2]
+        assert m["l1Hits"] > 0, m
+        st, _, doc = e.json("PUT", f"/api/products/{pid}", json.dumps({"stock": 9}),
+                            {"Content-Type": "application/json"})
+        assert st == 200 and doc["version"] > v0
+        t_write = time.monotonic()
+        last_stale = None
+        while time.monotonic() - t_write < 1.5:
+            if get_version(e, pid) != doc["version"]:
+                last_stale = time.monotonic() - t_write
+        print(f"     last stale read {last_stale if last_stale is None else round(last_stale, 3)} s after the write "
+              f"(max_lag_ms 400)")
+        assert last_stale is None or last_stale <= 0.45, last_stale
+        assert sum(get_version(e, pid) != doc["version"] for _ in range(20)) == 0
+    finally:
+        e.close()
+        r.close()
+
+
 def main():
     t = Runner()
     r = Redis()
