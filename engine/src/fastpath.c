@@ -135,8 +135,10 @@ static double uniform01(void) {
 }
 
 /* The value of a fresh, positive, untagged envelope
- * "<expiry>|<delta>|<version>|<negative>|<tags>\n<value>", or NULL. */
-static const char *fresh_value(const route *r, const char *env, size_t len, size_t *vlen, double *expiry_out) {
+ * "<expiry>|<delta>|<version>|<negative>|<tags>[|<stored at>]\n<value>", or
+ * NULL; *at_out is the stored-at time (0 when absent). */
+static const char *fresh_value(const route *r, const char *env, size_t len, size_t *vlen, double *expiry_out,
+                               double *at_out) {
     const char *nl = memchr(env, '\n', len);
     if (!nl) return NULL;
     char head[160];
@@ -151,20 +153,28 @@ static const char *fresh_value(const route *r, const char *env, size_t len, size
     double delta = strtod(p, &end);
     if (end == p || *end != '|') return NULL;
     p = strchr(end + 1, '|');           /* skip the version */
-    if (!p || p[1] != '0' || p[2] != '|' || p[3] != 0) return NULL;   /* negative, or tagged */
+    if (!p || p[1] != '0' || p[2] != '|' || (p[3] != 0 && p[3] != '|')) return NULL;   /* negative, or tagged */
+    double at = p[3] == '|' ? strtod(p + 4, NULL) : 0;
     double now = ev_time();
     if (expiry <= now) return NULL;     /* stale or expired: the handler decides */
     /* XFetch: when an early refresh is due, let the handler start it. */
     if (r->beta > 0 && delta > 0 && now - delta * r->beta * log(uniform01()) >= expiry) return NULL;
     *vlen = len - hl - 1;
     if (expiry_out) *expiry_out = expiry;
+    *at_out = at;
     return nl + 1;
 }
 
-static void answer(jj_http_conn *c, const route *r, const char *body, size_t len, const char *level) {
+static void answer(jj_http_conn *c, const route *r, const char *body, size_t len, const char *level, double at) {
     jj_http_response_start(c, 200);
     jj_http_response_header(c, "Content-Type", 12, r->content_type, strlen(r->content_type));
     jj_http_response_header(c, "X-Cache", 7, "HIT", 3);
+    if (at > 0) {   /* as the handler does: whole seconds since the entry was stored */
+        double age = ev_time() - at;
+        char buf[24];
+        int n = snprintf(buf, sizeof buf, "%lld", age > 0 ? (long long)age : 0LL);
+        jj_http_response_header(c, "Age", 3, buf, (size_t)n);
+    }
     jj_http_response_finish(c, body, len);
     jj_metrics_add(r->m_hits, 1);
     jj_metrics_add(level, 1);
@@ -192,8 +202,8 @@ static void on_reply(const jj_redis_reply *reply, const char *err, void *privdat
     } else {
         size_t len = 0, vlen = 0;
         const char *s = (!err && reply && jj_reply_type(reply) == JJ_REPLY_STRING) ? jj_reply_str(reply, &len) : NULL;
-        double expiry = 0;
-        const char *v = s ? fresh_value(&p->r, s, len, &vlen, &expiry) : NULL;
+        double expiry = 0, at = 0;
+        const char *v = s ? fresh_value(&p->r, s, len, &vlen, &expiry, &at) : NULL;
         if (v && p->l1 && jj_engine_subscriber_up(p->e) && jj_lru_seq(p->l1) == p->l1_seq) {
             /* as the Lua path does: L1 keeps it for at most max_lag */
             double life = expiry - ev_time();
@@ -201,7 +211,7 @@ static void on_reply(const jj_redis_reply *reply, const char *err, void *privdat
             double now = ev_now(jj_engine_loop(p->e));
             if (life > 0) jj_lru_set(p->l1, p->key, p->klen, s, len, now + life, 0, 0, now);
         }
-        if (v) answer(c, &p->r, v, vlen, p->r.m_level_l2);
+        if (v) answer(c, &p->r, v, vlen, p->r.m_level_l2, at);
         else jj_host_run_lua(p->e, c, &p->x);   /* miss, stale, Redis trouble: the handler */
     }
     free(p);
@@ -239,10 +249,11 @@ int jj_fastpath_try(jj_engine *e, jj_gen *g, jj_http_conn *c, const jj_http_exch
         l1 = jj_lru_registry_find(r->ns);
         jj_lru_entry ent;
         size_t vlen;
+        double at = 0;
         const char *v;
         if (l1 && jj_lru_get(l1, key, klen, ev_now(jj_engine_loop(e)), &ent) == 0 &&
-            (v = fresh_value(r, ent.value, ent.vlen, &vlen, NULL))) {
-            answer(c, r, v, vlen, r->m_level_l1);
+            (v = fresh_value(r, ent.value, ent.vlen, &vlen, NULL, &at))) {
+            answer(c, r, v, vlen, r->m_level_l1, at);
             return 1;
         }
     }

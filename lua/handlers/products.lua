@@ -28,7 +28,7 @@ local core = require "engine.core"
 local cjson = require("cjson.safe").new()
 
 local type, pairs, ipairs, tostring, concat = type, pairs, ipairs, tostring, table.concat
-local tointeger = math.tointeger
+local tointeger, floor = math.tointeger, math.floor
 
 cjson.decode_invalid_numbers(false)   -- NaN, Infinity and hex are not JSON
 cjson.decode_max_depth(32)
@@ -119,12 +119,23 @@ local function encode_page(page)
   return '{"ids":' .. catalog.json_string_array(page.ids) .. ',"total":' .. page.total .. "}"
 end
 
+-- X-Cache, and Age (whole seconds since the entry was stored) when the
+-- answer came from the cache.
+local function cache_headers(source, stored_at)
+  local h = { ["X-Cache"] = source }
+  if stored_at and (source == "HIT" or source == "STALE") then
+    local age = floor(core.time() - stored_at)
+    h.Age = age > 0 and age or 0
+  end
+  return h
+end
+
 local function list_products(req)
   local f, errs = catalog.parse_filters(req.args)
   if not f then return validation_failed(errs) end
   local ns = f.search and "search" or (f.category and "category") or "list"
   local opts = bypass_opts(req, { "products" })
-  local text, err, source = cache.fetch(ns, catalog.filters_key(f), function()
+  local text, err, source, _, stored_at = cache.fetch(ns, catalog.filters_key(f), function()
     local page, lerr = catalog.list(f)
     if not page then return nil, lerr end
     return encode_page(page)
@@ -140,20 +151,20 @@ local function list_products(req)
   return json_response(200, concat({
     '{"products":[', concat(list, ","), '],"total":', tostring(total),
     ',"page":', tostring(f.page), ',"limit":', tostring(f.limit), "}",
-  }), { ["X-Cache"] = source })
+  }), cache_headers(source, stored_at))
 end
 
 local function get_product(req)
   local id = req.params.id
   if not valid_id(id) then return not_found(id) end
-  local text, err, source = cache.fetch("product", id, function()
+  local text, err, source, _, stored_at = cache.fetch("product", id, function()
     local row, lerr = catalog.get(id)
     if not row then return nil, lerr end
     return catalog.encode(row), row.version
   end, bypass_opts(req))
   if err then return unavailable(err) end
   if text == nil then return not_found(id, { ["X-Cache"] = source }) end
-  return json_response(200, text, { ["X-Cache"] = source })
+  return json_response(200, text, cache_headers(source, stored_at))
 end
 
 local function create_product(req)

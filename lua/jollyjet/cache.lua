@@ -1,6 +1,6 @@
 -- jollyjet.cache: two-level cache-aside with the hard parts solved.
 --
---   value, err, source, level = cache.fetch(ns, key, loader, opts?)
+--   value, err, source, level, stored_at = cache.fetch(ns, key, loader, opts?)
 --       opts: { tags = {...}, bypass = bool, ttl = seconds (overrides the namespace's) }
 --   values, err, sources = cache.fetch_many(ns, keys, loader_many, opts?)
 --   cache.set(ns, key, value, { version = n })        -- write-through
@@ -101,20 +101,24 @@ local function token()
 end
 
 -- Envelope: "<expiry>|<delta>|<version>|<negative>|<tag=gen,...>\n<value>"
-local function encode(value, expiry, delta, version, tags)
+-- Envelope: "<expiry>|<delta>|<version>|<negative>|<tag=gen,...>|<stored at>\n<value>"
+-- (the stored-at field is optional when reading: entries written before it
+-- existed still parse).
+local function encode(value, expiry, delta, version, tags, at)
   return concat({ fmt("%.3f", expiry), "|", fmt("%.4f", delta), "|", version and tostring(version) or "",
-                  "|", value == nil and "1" or "0", "|", tags or "", "\n", value or "" })
+                  "|", value == nil and "1" or "0", "|", tags or "", "|", fmt("%.3f", at or core.time()),
+                  "\n", value or "" })
 end
 
 local function decode(s)
   local nl = find(s, "\n", 1, true)
   if not nl then return nil end
-  local x, d, ver, neg, tags = s:match("^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^\n]*)")
+  local x, d, ver, neg, tags, at = s:match("^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|\n]*)|?([^\n]*)")
   if not x then return nil end
   return {
     value = neg ~= "1" and sub(s, nl + 1) or nil,
     expiry = tonumber(x), delta = tonumber(d) or 0, version = tonumber(ver),
-    negative = neg == "1", tags = tags,
+    negative = neg == "1", tags = tags, at = tonumber(at),
   }
 end
 
@@ -434,7 +438,7 @@ function _M.fetch(ns, key, loader, opts)
       if env and env.expiry > now then
         count("hits", ns)
         metrics.incr('cache_hits_level{level="L1"}')
-        return env.value, nil, "HIT", "L1"
+        return env.value, nil, "HIT", "L1", env.at
       end
     end
   end
@@ -460,15 +464,15 @@ function _M.fetch(ns, key, loader, opts)
         count("early_refresh", ns)
         refresh_later(ns, key, loader, opts, env)
       end
-      l1_store(l1, seq, key, l1 and encode(env.value, env.expiry, env.delta, env.version, env.tags),
+      l1_store(l1, seq, key, l1 and encode(env.value, env.expiry, env.delta, env.version, env.tags, env.at),
                math.min(env.expiry - now, nc.max_lag_ms / 1000))
       count("hits", ns)
       metrics.incr('cache_hits_level{level="L2"}')
-      return env.value, nil, "HIT", "L2"
+      return env.value, nil, "HIT", "L2", env.at
     elseif now < env.expiry + c.grace then
       count("stale", ns)
       refresh_later(ns, key, loader, opts, env)
-      return env.value, nil, "STALE", "L2"
+      return env.value, nil, "STALE", "L2", env.at
     end
   end
   count("misses", ns)

@@ -425,6 +425,7 @@ def test_fresh_cached_products_are_served_by_the_c_fast_path_byte_for_byte(e):
         assert st == 200 and body == lua[2]
         assert hdrs["X-Cache"] == lua[1]["X-Cache"] == "HIT"
         assert hdrs["Content-Type"] == lua[1]["Content-Type"] == "application/json"
+        assert int(hdrs["Age"]) >= 0 and int(lua[1]["Age"]) >= 0   # cached answers say how old they are
     # a write is visible at once through the fast path too
     st, _, doc = jreq(e, "PATCH", path, {"stock": 42})
     assert st == 200
