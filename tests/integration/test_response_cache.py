@@ -103,7 +103,7 @@ def test_product_routes_are_not_cached_by_the_middleware(e):
     for _ in range(2):
         st, hdrs, _ = get(e, "/api/products/p-0001")
         # no ETag: the middleware did not touch it (Age, if any, is the product cache's own)
-    assert st == 200 and "etag" not in hdrs, hdrs
+        assert st == 200 and "etag" not in hdrs, hdrs
         assert hdrs["x-cache"] in ("MISS", "HIT", "L1"), hdrs
     st, hdrs, _ = get(e, "/api/wishlist")
     assert st == 200 and "etag" not in hdrs, hdrs
