@@ -13,12 +13,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Kept for the error log only: the connection's buffers may be gone by the
+ * time a handler fails. Copied raw; escaped only when an error is logged. */
 typedef struct {
     jj_http_conn *conn;
     char request_id[24];
+    unsigned char method_len, path_len;
     char method[16];
-    char path[256];
+    char path[255];
 } pending;
+
+static void copy_raw(char *dst, unsigned char *dlen, size_t cap, const char *src, size_t len) {
+    if (len > cap) len = cap;
+    memcpy(dst, src, len);
+    *dlen = (unsigned char)len;
+}
+
+/* dst <- s as JSON string content (no quotes), bounded */
+static void json_text(char *dst, size_t cap, const char *s, size_t len) {
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 2 < cap; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        dst[o++] = (ch == '"' || ch == '\\' || ch < 0x20) ? '?' : (char)ch;
+    }
+    dst[o] = 0;
+}
 
 /* [-0, +1, m] lowercased header name */
 static void push_lower(lua_State *L, const char *s, size_t n) {
@@ -119,21 +138,27 @@ static void on_done(jj_task *t, int status, lua_State *co, int nres, const char 
     (void)t;
     pending *p = ud;
     jj_http_conn *c = p->conn;
+    char method[20], path[260];   /* filled by NAMES() on the error paths only */
+#define NAMES() (json_text(method, sizeof method, p->method, p->method_len), \
+                 json_text(path, sizeof path, p->path, p->path_len))
     if (status != LUA_OK) {
+        NAMES();
         char members[400];
         snprintf(members, sizeof members, "\"request_id\":\"%s\",\"method\":\"%s\",\"path\":\"%s\"",
-                 p->request_id, p->method, p->path);
+                 p->request_id, method, path);
         jj_log_kv(JJ_LOG_ERROR, members, "handler error: %s", errmsg ? errmsg : "?");
-        respond_500(c, strstr(errmsg ? errmsg : "", "instruction limit") ? "handler exceeded its instruction budget"
-                     : strstr(errmsg ? errmsg : "", "not enough memory") ? "handler exceeded its memory budget"
-                     : "handler error");
+        /* a memory error may arrive rethrown as a plain runtime error */
+        respond_500(c, status == JJ_TASK_KILLED ? "handler exceeded its instruction budget"
+                     : status == LUA_ERRMEM || strstr(errmsg ? errmsg : "", "not enough memory")
+                       ? "handler exceeded its memory budget" : "handler error");
         free(p);
         return;
     }
     int base = lua_gettop(co) - nres;
     int code = nres >= 1 && lua_isinteger(co, base + 1) ? (int)lua_tointeger(co, base + 1) : 0;
     if (code < 100 || code > 599) {
-        jj_log(JJ_LOG_ERROR, "handler for %s %s returned no valid status (got %s)", p->method, p->path,
+        NAMES();
+        jj_log(JJ_LOG_ERROR, "handler for %s %s returned no valid status (got %s)", method, path,
                nres >= 1 ? luaL_typename(co, base + 1) : "nothing");
         respond_500(c, "handler returned an invalid response");
         free(p);
@@ -148,7 +173,8 @@ static void on_done(jj_task *t, int status, lua_State *co, int nres, const char 
             if (!name || write_header(c, co, lua_gettop(co), name, nlen) != 0) {
                 lua_pop(co, 2);
                 jj_http_response_discard(c);
-                jj_log(JJ_LOG_ERROR, "handler for %s %s returned an invalid header", p->method, p->path);
+                NAMES();
+                jj_log(JJ_LOG_ERROR, "handler for %s %s returned an invalid header", method, path);
                 respond_500(c, "handler returned an invalid header");
                 free(p);
                 return;
@@ -161,6 +187,7 @@ static void on_done(jj_task *t, int status, lua_State *co, int nres, const char 
     if (nres >= 3 && lua_type(co, base + 3) == LUA_TSTRING) body = lua_tolstring(co, base + 3, &blen);
     jj_http_response_finish(c, body, blen);
     free(p);
+#undef NAMES
 }
 
 void jj_host_handle(void *ud, jj_http_conn *c, const jj_http_exchange *x) {
@@ -180,10 +207,10 @@ void jj_host_run_lua(jj_engine *e, jj_http_conn *c, const jj_http_exchange *x) {
         return;
     }
     p->conn = c;
-    snprintf(p->request_id, sizeof p->request_id, "%s", x->request_id);
-    snprintf(p->method, sizeof p->method, "%.*s", (int)x->req->method_len, x->req->method);
-    snprintf(p->path, sizeof p->path, "%.*s", (int)x->req->path_len, x->req->path);
-    for (char *q = p->path; *q; q++) if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20) *q = '?';
+    size_t idlen = strnlen(x->request_id, sizeof p->request_id - 1);
+    memcpy(p->request_id, x->request_id, idlen);   /* calloc'd: NUL-terminated */
+    copy_raw(p->method, &p->method_len, sizeof p->method, x->req->method, x->req->method_len);
+    copy_raw(p->path, &p->path_len, sizeof p->path, x->req->path, x->req->path_len);
     lua_State *co = jj_task_state(t);
     lua_pushcfunction(co, entry);
     lua_rawgeti(co, LUA_REGISTRYINDEX, jj_gen_entry_ref(g));

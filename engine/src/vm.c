@@ -275,7 +275,7 @@ static void task_resume(jj_task *t, int nargs) {
     int st = lua_resume(t->co, NULL, nargs, &nres);
     g->running = prev;
     if (st == LUA_YIELD) {
-        if (t->killed) { task_finish(t, LUA_ERRRUN, 0); return; }
+        if (t->killed) { task_finish(t, JJ_TASK_KILLED, 0); return; }
         if (t->wait) return;   /* suspended in an engine call */
         lua_pop(t->co, nres);
         lua_pushliteral(t->co, "coroutine.yield() outside a coroutine of the handler's own");
@@ -283,7 +283,7 @@ static void task_resume(jj_task *t, int nargs) {
         return;
     }
     if (st == LUA_OK) { task_finish(t, LUA_OK, nres); return; }
-    task_finish(t, st, 0);
+    task_finish(t, t->killed ? JJ_TASK_KILLED : st, 0);
 }
 
 void jj_task_run(jj_task *t, int nargs) { task_resume(t, nargs); }

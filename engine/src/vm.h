@@ -40,8 +40,10 @@ jj_gen *jj_gen_of_state(lua_State *L);
 int jj_gen_entry_ref(const jj_gen *g);
 
 /* Called once when a task ends. status is LUA_OK with nres results on the
- * top of co's stack, or an error status with a message (traceback included)
- * as a C string. The task is freed after the callback returns. */
+ * top of co's stack, JJ_TASK_KILLED when its instruction budget stopped it,
+ * or another error status with a message (traceback included) as a C
+ * string. The task is freed after the callback returns. */
+#define JJ_TASK_KILLED 100
 typedef void jj_task_done(jj_task *t, int status, lua_State *co, int nres,
                           const char *errmsg, void *ud);
 
