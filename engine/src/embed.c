@@ -5,6 +5,7 @@
 #include "config.h"
 #include "db.h"
 #include "engine_internal.h"
+#include "host.h"
 #include "log.h"
 #include "vm.h"
 
@@ -18,6 +19,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The response of a dispatch: headers collected into one buffer of
+ * NUL-terminated strings (name, value, name, value, ...), then handed to the
+ * embedding host's callback. host.c has already checked them. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    size_t *offs;
+    size_t n, ncap;
+} hdr_list;
+
 /* A dispatch or call whose callback is still due. Owned by the embed (its
  * list) until the task ends or jj_embed_free detaches the task. */
 typedef struct pending {
@@ -27,9 +38,10 @@ typedef struct pending {
     jj_embed_response *respond;   /* a dispatch, or */
     jj_embed_result *done;        /* a call */
     void *ud;
+    jj_host_call *call;           /* a dispatch still running */
+    int status;                   /* a dispatch's response being collected */
+    hdr_list hdrs;
     char request_id[24];
-    char method[16];
-    char path[256];
 } pending;
 
 struct jj_embed {
@@ -269,71 +281,6 @@ int jj_embed_call(jj_embed *e, const char *function, const char *const *args, in
 
 /* ------------------------------------------------------------- requests */
 
-typedef struct {
-    const char *method, *path, *query;
-    const char *const *headers;
-    const char *body;
-    size_t body_len;
-    const char *peer;
-    const char *request_id;
-} request_in;
-
-/* [-0, +1, m] The request table jollyjet.app.handle expects (as host.c
- * builds it from a socket). */
-static void push_request(lua_State *L, const request_in *r) {
-    lua_createtable(L, 0, 10);
-    lua_pushstring(L, r->method);
-    lua_setfield(L, -2, "method");
-    if (*r->query) lua_pushfstring(L, "%s?%s", r->path, r->query);
-    else lua_pushstring(L, r->path);
-    lua_setfield(L, -2, "target");
-    lua_pushstring(L, r->path);
-    lua_setfield(L, -2, "path");
-    lua_pushstring(L, r->query);
-    lua_setfield(L, -2, "query");
-    lua_pushliteral(L, "1.1");
-    lua_setfield(L, -2, "http_version");
-    lua_pushlstring(L, r->body ? r->body : "", r->body ? r->body_len : 0);
-    lua_setfield(L, -2, "body");
-    lua_pushstring(L, r->peer);
-    lua_setfield(L, -2, "remote_addr");
-    lua_pushstring(L, r->request_id);
-    lua_setfield(L, -2, "id");
-    lua_newtable(L);
-    for (size_t i = 0; r->headers && r->headers[i] && r->headers[i + 1]; i += 2) {
-        luaL_Buffer b;
-        const char *n = r->headers[i];
-        luaL_buffinit(L, &b);
-        for (; *n; n++) luaL_addchar(&b, (char)tolower((unsigned char)*n));
-        luaL_pushresult(&b);
-        lua_pushvalue(L, -1);
-        if (lua_rawget(L, -3) == LUA_TSTRING) {   /* repeated: join with ", " */
-            lua_pushliteral(L, ", ");
-            lua_pushstring(L, r->headers[i + 1]);
-            lua_concat(L, 3);
-        } else {
-            lua_pop(L, 1);
-            lua_pushstring(L, r->headers[i + 1]);
-        }
-        lua_rawset(L, -3);
-    }
-    lua_setfield(L, -2, "headers");
-}
-
-static int request_k(lua_State *L, int status, lua_KContext ctx) {
-    (void)status;
-    return lua_gettop(L) - (int)ctx;
-}
-
-/* The task's body: [handle, request_in] -> handle(request) results. The
- * request_in is valid during the first resume only. */
-static int request_entry(lua_State *L) {
-    const request_in *r = lua_touserdata(L, 2);
-    lua_settop(L, 1);
-    push_request(L, r);
-    lua_callk(L, 1, LUA_MULTRET, 0, request_k);
-    return request_k(L, LUA_OK, 0);
-}
 
 static void respond_error(jj_embed_response *respond, void *ud, int status, const char *code, const char *message) {
     char body[256];
@@ -342,18 +289,7 @@ static void respond_error(jj_embed_response *respond, void *ud, int status, cons
     respond(ud, status, headers, 1, body, (size_t)n);
 }
 
-/* Response headers collected from the handler's table into one buffer of
- * NUL-terminated strings, without allocating in the Lua state (this runs
- * outside any protected call). */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    size_t *offs;
-    size_t n, ncap;
-} hdr_list;
-
 static int hdr_add(hdr_list *h, const char *s, size_t len) {
-    if (memchr(s, '\r', len) || memchr(s, '\n', len) || memchr(s, 0, len)) return -1;
     if (h->len + len + 1 > h->cap) {
         size_t cap = h->cap ? h->cap : 512;
         while (cap < h->len + len + 1) cap *= 2;
@@ -376,130 +312,109 @@ static int hdr_add(hdr_list *h, const char *s, size_t len) {
     return 0;
 }
 
-static int valid_name(const char *s, size_t len) {
-    if (len == 0) return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c <= ' ' || c >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", c)) return 0;
-    }
-    return 1;
+static void hdr_free(hdr_list *h) {
+    free(h->buf);
+    free(h->offs);
+    memset(h, 0, sizeof *h);
 }
 
-/* One header; the value is a string, a number or a sequence of strings. */
-static int hdr_collect(hdr_list *h, lua_State *co, int vidx, const char *name, size_t nlen) {
-    size_t vlen;
-    if (!valid_name(name, nlen)) return -1;
-    switch (lua_type(co, vidx)) {
-    case LUA_TSTRING: {
-        const char *v = lua_tolstring(co, vidx, &vlen);
-        return hdr_add(h, name, nlen) || hdr_add(h, v, vlen) ? -1 : 0;
-    }
-    case LUA_TNUMBER: {
-        char buf[64];
-        if (lua_isinteger(co, vidx)) snprintf(buf, sizeof buf, "%lld", (long long)lua_tointeger(co, vidx));
-        else snprintf(buf, sizeof buf, "%.14g", lua_tonumber(co, vidx));
-        return hdr_add(h, name, nlen) || hdr_add(h, buf, strlen(buf)) ? -1 : 0;
-    }
-    case LUA_TTABLE: {
-        lua_Integer n = (lua_Integer)lua_rawlen(co, vidx);
-        for (lua_Integer i = 1; i <= n; i++) {
-            if (lua_rawgeti(co, vidx, i) != LUA_TSTRING) { lua_pop(co, 1); return -1; }
-            const char *v = lua_tolstring(co, -1, &vlen);
-            int rc = hdr_add(h, name, nlen) || hdr_add(h, v, vlen);
-            lua_pop(co, 1);
-            if (rc) return -1;
-        }
-        return 0;
-    }
-    default:
-        return -1;
-    }
+static void sink_begin(void *ud, int status) { ((pending *)ud)->status = status; }
+
+static int sink_header(void *ud, const char *n, size_t nl, const char *v, size_t vl) {
+    pending *p = ud;
+    return hdr_add(&p->hdrs, n, nl) || hdr_add(&p->hdrs, v, vl) ? -1 : 0;
 }
 
-static void request_done(jj_task *t, int status, lua_State *co, int nres, const char *errmsg, void *ud) {
-    (void)t;
+static void sink_discard(void *ud) { hdr_free(&((pending *)ud)->hdrs); }
+
+static void sink_end(void *ud, const char *body, size_t len) {
     pending *p = ud;
     jj_embed_response *respond = p->respond;
     void *rud = p->ud;
-    char where[400];
-    snprintf(where, sizeof where, "\"request_id\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"embedded\":true",
-             p->request_id, p->method, p->path);
-    char method[16], path[256];
-    snprintf(method, sizeof method, "%s", p->method);
-    snprintf(path, sizeof path, "%s", p->path);
-    pending_free(p);
-    if (status != LUA_OK) {
-        const char *m = errmsg ? errmsg : "?";
-        jj_log_kv(JJ_LOG_ERROR, where, "handler error: %s", m);
-        respond_error(respond, rud, 500, "internal_error",
-                      strstr(m, "instruction limit") ? "handler exceeded its instruction budget"
-                      : strstr(m, "not enough memory") ? "handler exceeded its memory budget"
-                      : "handler error");
-        return;
-    }
-    int base = lua_gettop(co) - nres;
-    int code = nres >= 1 && lua_isinteger(co, base + 1) ? (int)lua_tointeger(co, base + 1) : 0;
-    if (code < 100 || code > 599) {
-        jj_log_kv(JJ_LOG_ERROR, where, "handler for %s %s returned no valid status", method, path);
-        respond_error(respond, rud, 500, "internal_error", "handler returned an invalid response");
-        return;
-    }
-    hdr_list h = {0};
-    int bad = 0;
-    if (nres >= 2 && lua_istable(co, base + 2)) {
-        lua_pushnil(co);
-        while (!bad && lua_next(co, base + 2)) {
-            size_t nlen = 0;
-            const char *name = lua_type(co, -2) == LUA_TSTRING ? lua_tolstring(co, -2, &nlen) : NULL;
-            bad = !name || hdr_collect(&h, co, lua_gettop(co), name, nlen) != 0;
-            lua_pop(co, bad ? 2 : 1);
-        }
-    }
-    const char **list = bad ? NULL : malloc((h.n + 1) * sizeof *list);
+    int status = p->status;
+    hdr_list h = p->hdrs;
+    pending_free(p);   /* first: the callback may dispatch again, or free the embed */
+    const char **list = malloc((h.n + 1) * sizeof *list);
     if (!list) {
-        free(h.buf);
-        free(h.offs);
-        jj_log_kv(JJ_LOG_ERROR, where, "handler for %s %s returned an invalid header", method, path);
-        respond_error(respond, rud, 500, "internal_error", "handler returned an invalid header");
+        hdr_free(&h);
+        respond_error(respond, rud, 500, "internal_error", "out of memory");
         return;
     }
     for (size_t i = 0; i < h.n; i++) list[i] = h.buf + h.offs[i];
-    size_t blen = 0;
-    const char *body = "";
-    if (nres >= 3 && lua_type(co, base + 3) == LUA_TSTRING) body = lua_tolstring(co, base + 3, &blen);
-    respond(rud, code, list, h.n / 2, body, blen);
+    respond(rud, status, list, h.n / 2, body ? body : "", body ? len : 0);
     free(list);
-    free(h.buf);
-    free(h.offs);
+    hdr_free(&h);
 }
 
+static void sink_fail(void *ud, int status, const char *code, const char *message) {
+    pending *p = ud;
+    jj_embed_response *respond = p->respond;
+    void *rud = p->ud;
+    hdr_free(&p->hdrs);
+    pending_free(p);
+    respond_error(respond, rud, status, code, message);
+}
+
+static const jj_host_sink embed_sink = {sink_begin, sink_header, sink_end, sink_discard, sink_fail};
+
+/* The request goes through the same path as one read from a socket
+ * (host.c): the embedding host's fields become a parsed request. */
 int jj_embed_dispatch(jj_embed *e, const char *method, const char *path, const char *query,
                       const char *const *headers, const char *body, size_t body_len, const char *peer,
                       jj_embed_response *respond, void *ud) {
+    if (!e->engine) {
+        respond_error(respond, ud, 503, "unavailable", "the engine is not started");
+        return -1;
+    }
     pending *p = pending_new(e);
-    jj_task *t = p ? start_task(e, request_done, p) : NULL;
-    if (!t) {
-        if (p) pending_free(p);
+    if (!p) {
         respond_error(respond, ud, 503, "unavailable", "the engine cannot take this request now");
         return -1;
     }
-    p->task = t;
     p->respond = respond;
     p->ud = ud;
     snprintf(p->request_id, sizeof p->request_id, "%08x%08lx", e->id_prefix, ++e->requests);
-    snprintf(p->method, sizeof p->method, "%s", method);
-    snprintf(p->path, sizeof p->path, "%s", path);
-    for (char *q = p->path; *q; q++) if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20) *q = '?';
-    request_in r = {
-        .method = method, .path = path, .query = query ? query : "", .headers = headers,
-        .body = body, .body_len = body_len, .peer = peer ? peer : "127.0.0.1", .request_id = p->request_id,
+    query = query ? query : "";
+    size_t plen = strlen(path), qlen = strlen(query);
+    char *target = malloc(plen + qlen + 2);
+    jj_http_request *req = malloc(sizeof *req);
+    if (!target || !req) {
+        free(target);
+        free(req);
+        sink_fail(p, 503, "unavailable", "out of memory");
+        return -1;
+    }
+    memcpy(target, path, plen);
+    if (qlen) { target[plen] = '?'; memcpy(target + plen + 1, query, qlen); }
+    memset(req, 0, sizeof *req);
+    req->method = method;
+    req->method_len = strlen(method);
+    req->target = target;
+    req->target_len = plen + (qlen ? qlen + 1 : 0);
+    req->path = target;
+    req->path_len = plen;
+    req->query = qlen ? target + plen + 1 : NULL;
+    req->query_len = qlen;
+    req->minor_version = 1;
+    req->content_length = (int64_t)body_len;
+    req->keep_alive = 1;
+    for (size_t i = 0; headers && headers[i] && headers[i + 1] && req->nheaders < JJ_HTTP_MAX_HEADERS; i += 2) {
+        jj_http_header *h = &req->headers[req->nheaders++];
+        h->name = headers[i];
+        h->name_len = strlen(headers[i]);
+        h->value = headers[i + 1];
+        h->value_len = strlen(headers[i + 1]);
+    }
+    jj_http_exchange x = {
+        .req = req, .body = body ? body : "", .body_len = body ? body_len : 0,
+        .peer = peer ? peer : "127.0.0.1", .request_id = p->request_id,
     };
-    jj_gen *g = jj_engine_current_gen(e->engine);
-    lua_State *co = jj_task_state(t);
-    lua_pushcfunction(co, request_entry);
-    lua_rawgeti(co, LUA_REGISTRYINDEX, jj_gen_entry_ref(g));
-    lua_pushlightuserdata(co, &r);
-    jj_task_run(t, 2);
+    /* x and req are read only during this call; p may already be answered
+     * (and freed) when it returns: then the handle is NULL. */
+    jj_host_call *call = jj_host_run(e->engine, &x, &embed_sink, p);
+    if (call) p->call = call;
+    free(target);
+    free(req);
     return 0;
 }
 
@@ -508,8 +423,11 @@ int jj_embed_dispatch(jj_embed *e, const char *method, const char *path, const c
 void jj_embed_free(jj_embed *e) {
     if (!e) return;
     while (e->pending) {
-        jj_task_detach(e->pending->task);
-        pending_free(e->pending);
+        pending *p = e->pending;
+        if (p->call) jj_host_cancel(p->call);
+        else if (p->task) jj_task_detach(p->task);
+        hdr_free(&p->hdrs);
+        pending_free(p);
     }
     jj_engine_free(e->engine);
     for (size_t i = 0; i < e->nmodules; i++) free((char *)e->modules[i].name);

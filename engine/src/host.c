@@ -13,15 +13,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Kept for the error log only: the connection's buffers may be gone by the
- * time a handler fails. Copied raw; escaped only when an error is logged. */
-typedef struct {
-    jj_http_conn *conn;
+/* One run: the sink, and what the error log needs (the request's buffers
+ * may be gone by the time a handler fails; copied raw, escaped only when an
+ * error is logged). */
+struct jj_host_call {
+    const jj_host_sink *sink;   /* NULL once cancelled */
+    void *ud;
+    int *finished;              /* set while jj_host_run runs the first resume */
     char request_id[24];
     unsigned char method_len, path_len;
     char method[16];
     char path[255];
-} pending;
+};
 
 static void copy_raw(char *dst, unsigned char *dlen, size_t cap, const char *src, size_t len) {
     if (len > cap) len = cap;
@@ -101,31 +104,46 @@ static int entry(lua_State *L) {
     return entry_k(L, LUA_OK, 0);
 }
 
-static void respond_500(jj_http_conn *c, const char *message) {
-    jj_http_respond_error(c, 500, "internal_error", message);
+/* The header rules of every sink: a token name, a value without CR, LF or
+ * NUL (a handler must not be able to split a response). */
+static int header_ok(const char *name, size_t nlen, const char *v, size_t vlen) {
+    if (nlen == 0) return 0;
+    for (size_t i = 0; i < nlen; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (ch <= 32 || ch >= 127 || strchr("()<>@,;:\\\"/[]?={}", ch)) return 0;
+    }
+    for (size_t i = 0; i < vlen; i++)
+        if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') return 0;
+    return 1;
 }
 
-/* Writes one header; value may be a string, a number, or a sequence of
- * strings (repeated header lines, e.g. Set-Cookie). */
-static int write_header(jj_http_conn *c, lua_State *co, int vidx, const char *name, size_t nlen) {
+static int emit(jj_host_call *h, const char *name, size_t nlen, const char *v, size_t vlen) {
+    if (!header_ok(name, nlen, v, vlen)) return -1;
+    if (jj_http_is_framing_header(name, nlen)) return 0;   /* the host frames the message */
+    return h->sink->header(h->ud, name, nlen, v, vlen);
+}
+
+/* One header; value may be a string, a number, or a sequence of strings
+ * (repeated header lines, e.g. Set-Cookie). */
+static int write_header(jj_host_call *h, lua_State *co, int vidx, const char *name, size_t nlen) {
     size_t vlen;
     int t = lua_type(co, vidx);
     if (t == LUA_TSTRING) {
         const char *v = lua_tolstring(co, vidx, &vlen);
-        return jj_http_response_header(c, name, nlen, v, vlen);
+        return emit(h, name, nlen, v, vlen);
     }
     if (t == LUA_TNUMBER) {
         char buf[64];
         if (lua_isinteger(co, vidx)) snprintf(buf, sizeof buf, "%lld", (long long)lua_tointeger(co, vidx));
         else snprintf(buf, sizeof buf, "%.14g", lua_tonumber(co, vidx));
-        return jj_http_response_header(c, name, nlen, buf, strlen(buf));
+        return emit(h, name, nlen, buf, strlen(buf));
     }
     if (t == LUA_TTABLE) {
         lua_Integer n = (lua_Integer)lua_rawlen(co, vidx);
         for (lua_Integer i = 1; i <= n; i++) {
             if (lua_rawgeti(co, vidx, i) != LUA_TSTRING) { lua_pop(co, 1); return -1; }
             const char *v = lua_tolstring(co, -1, &vlen);
-            int rc = jj_http_response_header(c, name, nlen, v, vlen);
+            int rc = emit(h, name, nlen, v, vlen);
             lua_pop(co, 1);
             if (rc) return -1;
         }
@@ -134,49 +152,53 @@ static int write_header(jj_http_conn *c, lua_State *co, int vidx, const char *na
     return -1;
 }
 
+static void log_failure(jj_host_call *h, const char *what) {
+    char method[20], path[260], members[400];
+    json_text(method, sizeof method, h->method, h->method_len);
+    json_text(path, sizeof path, h->path, h->path_len);
+    snprintf(members, sizeof members, "\"request_id\":\"%s\",\"method\":\"%s\",\"path\":\"%s\"",
+             h->request_id, method, path);
+    jj_log_kv(JJ_LOG_ERROR, members, "%s", what);
+}
+
 static void on_done(jj_task *t, int status, lua_State *co, int nres, const char *errmsg, void *ud) {
     (void)t;
-    pending *p = ud;
-    jj_http_conn *c = p->conn;
-    char method[20], path[260];   /* filled by NAMES() on the error paths only */
-#define NAMES() (json_text(method, sizeof method, p->method, p->method_len), \
-                 json_text(path, sizeof path, p->path, p->path_len))
+    jj_host_call *h = ud;
+    const jj_host_sink *sink = h->sink;
+    if (h->finished) *h->finished = 1;
+    if (!sink) { free(h); return; }   /* cancelled */
     if (status != LUA_OK) {
-        NAMES();
-        char members[400];
-        snprintf(members, sizeof members, "\"request_id\":\"%s\",\"method\":\"%s\",\"path\":\"%s\"",
-                 p->request_id, method, path);
-        jj_log_kv(JJ_LOG_ERROR, members, "handler error: %s", errmsg ? errmsg : "?");
+        char what[2048];
+        snprintf(what, sizeof what, "handler error: %s", errmsg ? errmsg : "?");
+        log_failure(h, what);
         /* a memory error may arrive rethrown as a plain runtime error */
-        respond_500(c, status == JJ_TASK_KILLED ? "handler exceeded its instruction budget"
-                     : status == LUA_ERRMEM || strstr(errmsg ? errmsg : "", "not enough memory")
-                       ? "handler exceeded its memory budget" : "handler error");
-        free(p);
+        sink->fail(h->ud, 500, "internal_error",
+                   status == JJ_TASK_KILLED ? "handler exceeded its instruction budget"
+                   : status == LUA_ERRMEM || strstr(errmsg ? errmsg : "", "not enough memory")
+                     ? "handler exceeded its memory budget" : "handler error");
+        free(h);
         return;
     }
     int base = lua_gettop(co) - nres;
     int code = nres >= 1 && lua_isinteger(co, base + 1) ? (int)lua_tointeger(co, base + 1) : 0;
     if (code < 100 || code > 599) {
-        NAMES();
-        jj_log(JJ_LOG_ERROR, "handler for %s %s returned no valid status (got %s)", method, path,
-               nres >= 1 ? luaL_typename(co, base + 1) : "nothing");
-        respond_500(c, "handler returned an invalid response");
-        free(p);
+        log_failure(h, "handler returned no valid status");
+        sink->fail(h->ud, 500, "internal_error", "handler returned an invalid response");
+        free(h);
         return;
     }
-    jj_http_response_start(c, code);
+    sink->begin(h->ud, code);
     if (nres >= 2 && lua_istable(co, base + 2)) {
         lua_pushnil(co);
         while (lua_next(co, base + 2)) {
             size_t nlen = 0;
             const char *name = lua_type(co, -2) == LUA_TSTRING ? lua_tolstring(co, -2, &nlen) : NULL;
-            if (!name || write_header(c, co, lua_gettop(co), name, nlen) != 0) {
+            if (!name || write_header(h, co, lua_gettop(co), name, nlen) != 0) {
                 lua_pop(co, 2);
-                jj_http_response_discard(c);
-                NAMES();
-                jj_log(JJ_LOG_ERROR, "handler for %s %s returned an invalid header", method, path);
-                respond_500(c, "handler returned an invalid header");
-                free(p);
+                sink->discard(h->ud);
+                log_failure(h, "handler returned an invalid header");
+                sink->fail(h->ud, 500, "internal_error", "handler returned an invalid header");
+                free(h);
                 return;
             }
             lua_pop(co, 1);
@@ -185,9 +207,55 @@ static void on_done(jj_task *t, int status, lua_State *co, int nres, const char 
     size_t blen = 0;
     const char *body = NULL;
     if (nres >= 3 && lua_type(co, base + 3) == LUA_TSTRING) body = lua_tolstring(co, base + 3, &blen);
-    jj_http_response_finish(c, body, blen);
-    free(p);
-#undef NAMES
+    sink->end(h->ud, body, blen);
+    free(h);
+}
+
+jj_host_call *jj_host_run(jj_engine *e, const jj_http_exchange *x, const jj_host_sink *sink, void *ud) {
+    jj_gen *g = jj_engine_current_gen(e);
+    jj_host_call *h = calloc(1, sizeof *h);
+    jj_task *t = h && g ? jj_task_new(g, on_done, h) : NULL;
+    if (!t) {
+        free(h);
+        sink->fail(ud, 503, "unavailable", "the engine cannot take this request now");
+        return NULL;
+    }
+    h->sink = sink;
+    h->ud = ud;
+    size_t idlen = strnlen(x->request_id, sizeof h->request_id - 1);
+    memcpy(h->request_id, x->request_id, idlen);   /* calloc'd: NUL-terminated */
+    copy_raw(h->method, &h->method_len, sizeof h->method, x->req->method, x->req->method_len);
+    copy_raw(h->path, &h->path_len, sizeof h->path, x->req->path, x->req->path_len);
+    lua_State *co = jj_task_state(t);
+    lua_pushcfunction(co, entry);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, jj_gen_entry_ref(g));
+    lua_pushlightuserdata(co, (void *)x);
+    int finished = 0;
+    h->finished = &finished;
+    jj_task_run(t, 2);   /* may finish (and free h) before it returns */
+    if (finished) return NULL;
+    h->finished = NULL;
+    return h;
+}
+
+void jj_host_cancel(jj_host_call *call) { if (call) call->sink = NULL; }
+
+/* ------------------------------------------------------- the socket sink */
+
+static void conn_begin(void *ud, int status) { jj_http_response_start(ud, status); }
+static int conn_header(void *ud, const char *n, size_t nl, const char *v, size_t vl) {
+    return jj_http_response_header(ud, n, nl, v, vl);
+}
+static void conn_end(void *ud, const char *body, size_t len) { jj_http_response_finish(ud, body, len); }
+static void conn_discard(void *ud) { jj_http_response_discard(ud); }
+static void conn_fail(void *ud, int status, const char *code, const char *message) {
+    jj_http_respond_error(ud, status, code, message);
+}
+
+static const jj_host_sink conn_sink = {conn_begin, conn_header, conn_end, conn_discard, conn_fail};
+
+void jj_host_run_lua(jj_engine *e, jj_http_conn *c, const jj_http_exchange *x) {
+    jj_host_run(e, x, &conn_sink, c);
 }
 
 void jj_host_handle(void *ud, jj_http_conn *c, const jj_http_exchange *x) {
@@ -195,25 +263,4 @@ void jj_host_handle(void *ud, jj_http_conn *c, const jj_http_exchange *x) {
     jj_gen *g = jj_engine_current_gen(e);
     if (g && jj_fastpath_try(e, g, c, x)) return;
     jj_host_run_lua(e, c, x);
-}
-
-void jj_host_run_lua(jj_engine *e, jj_http_conn *c, const jj_http_exchange *x) {
-    jj_gen *g = jj_engine_current_gen(e);
-    pending *p = calloc(1, sizeof *p);
-    jj_task *t = p && g ? jj_task_new(g, on_done, p) : NULL;
-    if (!t) {
-        free(p);
-        jj_http_respond_error(c, 503, "unavailable", "the engine cannot take this request now");
-        return;
-    }
-    p->conn = c;
-    size_t idlen = strnlen(x->request_id, sizeof p->request_id - 1);
-    memcpy(p->request_id, x->request_id, idlen);   /* calloc'd: NUL-terminated */
-    copy_raw(p->method, &p->method_len, sizeof p->method, x->req->method, x->req->method_len);
-    copy_raw(p->path, &p->path_len, sizeof p->path, x->req->path, x->req->path_len);
-    lua_State *co = jj_task_state(t);
-    lua_pushcfunction(co, entry);
-    lua_rawgeti(co, LUA_REGISTRYINDEX, jj_gen_entry_ref(g));
-    lua_pushlightuserdata(co, (void *)x);
-    jj_task_run(t, 2);
 }

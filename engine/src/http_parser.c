@@ -25,6 +25,7 @@
 #include "http_parser.h"
 
 #include <string.h>
+#include <strings.h>
 
 enum { C_TOKEN = 1, C_VALUE = 2, C_TARGET = 4 };
 
@@ -451,4 +452,10 @@ const char *jj_http_status_text(int status) {
     case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
+}
+
+int jj_http_is_framing_header(const char *name, size_t len) {
+    return (len == 14 && strncasecmp(name, "Content-Length", 14) == 0) ||
+           (len == 10 && strncasecmp(name, "Connection", 10) == 0) ||
+           (len == 17 && strncasecmp(name, "Transfer-Encoding", 17) == 0);
 }

@@ -57,6 +57,10 @@ const jj_http_header *jj_http_find_header(const jj_http_request *req, const char
  * plus_is_space). Returns the decoded length, or -1 on a malformed escape. */
 long jj_http_url_decode(char *dst, const char *src, size_t len, int plus_is_space);
 
+/* 1 for the headers that frame a message (Content-Length, Connection,
+ * Transfer-Encoding): the server sets them, a handler cannot. */
+int jj_http_is_framing_header(const char *name, size_t len);
+
 /* Reason phrase for a status code ("Unknown" if not known). */
 const char *jj_http_status_text(int status);
 

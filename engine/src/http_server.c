@@ -218,10 +218,7 @@ int jj_http_response_header(jj_http_conn *c, const char *name, size_t nlen,
     for (size_t i = 0; i < vlen; i++)
         if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0') return -1;
     /* The server owns framing headers. */
-    if ((nlen == 14 && strncasecmp(name, "Content-Length", 14) == 0) ||
-        (nlen == 10 && strncasecmp(name, "Connection", 10) == 0) ||
-        (nlen == 17 && strncasecmp(name, "Transfer-Encoding", 17) == 0))
-        return 0;
+    if (jj_http_is_framing_header(name, nlen)) return 0;
     out_append(c, name, nlen);
     out_append(c, ": ", 2);
     out_append(c, value, vlen);
