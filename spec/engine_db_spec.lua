@@ -251,3 +251,22 @@ describe("engine.db", function()
     assert.is_true(db.healthy())
   end)
 end)
+
+describe("engine.db batch binding", function()
+  local db = require "engine.db"
+
+  it("reads statement entries raw: a metamethod cannot change their size between passes", function()
+    local calls = 0
+    local entry = setmetatable({ "SELECT ? AS v", 7 }, {
+      __index = function(_, k)
+        if k == "n" then
+          calls = calls + 1
+          return calls == 1 and 2 or 50   -- would overflow the bound parameters if trusted
+        end
+      end,
+    })
+    local res = assert(db.batch({ entry }))
+    assert.equal(7, res.rows[1].v)
+    assert.equal(0, calls)
+  end)
+end)

@@ -222,7 +222,10 @@ static int l_exec_timeout(lua_State *L) { return run_single(L, 2, KIND_EXEC, che
  * the entry has an integer n (table.pack), else its length - 1. Holes in a
  * plain sequence are ambiguous: use db.null (or table.pack) for NULLs. */
 static int entry_nparams(lua_State *L) {
-    lua_getfield(L, -1, "n");
+    /* raw: a metamethod must not be able to answer differently in the two
+     * passes of db.batch (the second fills a buffer the first sized) */
+    lua_pushliteral(L, "n");
+    lua_rawget(L, -2);
     lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, -2);
     lua_pop(L, 1);
     if (n < 1 || n > 0x7fffffff) luaL_error(L, "db.batch: bad statement entry length");
@@ -261,9 +264,15 @@ static int l_batch(lua_State *L) {
     size_t used = 0;
     for (lua_Unsigned k = 1; k <= nstmts; k++) {
         jj_db_stmt *s = &stmts[k - 1];
-        lua_rawgeti(L, 1, (lua_Integer)k);
+        /* A finalizer run by the allocations above could have changed the
+         * table: check again rather than trust pass 1. */
+        if (lua_rawgeti(L, 1, (lua_Integer)k) != LUA_TTABLE)
+            return luaL_error(L, "db.batch: statement %d changed while binding", (int)k);
         int np = entry_nparams(L);
-        lua_rawgeti(L, -1, 1);
+        if ((size_t)np > total - used)
+            return luaL_error(L, "db.batch: statement %d changed while binding", (int)k);
+        if (lua_rawgeti(L, -1, 1) != LUA_TSTRING)
+            return luaL_error(L, "db.batch: statement %d has no SQL string", (int)k);
         s->sql = lua_tolstring(L, -1, &s->sqllen);
         lua_pop(L, 1);
         s->params = vals + used;
