@@ -762,6 +762,18 @@ describe("jollyjet.cache", function()
   end)
 
   describe("fetch_many", function()
+    it("with bypass, reads no level at all, not even L1", function()
+      use_config({ namespaces = { wishlist = { consistency = "bounded", max_lag_ms = 5000 } } })
+      local k = new_key("wishlist", "mbyp")
+      cache.fetch_many("wishlist", { k }, function() return { [k] = { value = "old", version = 1 } } end)
+      local values, _, sources = cache.fetch_many("wishlist", { k }, function() return { [k] = { value = "old", version = 1 } } end)
+      assert.equal("HIT", sources[k])                    -- cached, in L1 as well
+      values, _, sources = cache.fetch_many("wishlist", { k },
+        function() return { [k] = { value = "fresh", version = 2 } } end, { bypass = true })
+      assert.equal("fresh", values[k])
+      assert.equal("BYPASS", sources[k])
+    end)
+
     it("calls loader_many once with only the missing keys, caching values and not-founds", function()
       local a, b, c, d = new_key("product", "ma"), new_key("product", "mb"), new_key("product", "mc"),
                          new_key("product", "md")

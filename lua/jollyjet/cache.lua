@@ -178,6 +178,11 @@ local function tell_trust(reconnects)
   end
 end
 
+-- Invalidations the database could not journal either: kept in this worker
+-- and replayed first. (Other workers cannot know of them: they trust Redis
+-- again once their own journal replay succeeds; the entry's TTL bounds that.)
+local unjournaled = {}
+
 local function journal(op, ns, key, version)
   tell_trust(nil)
   local n, err = db.exec("INSERT INTO cache_journal (op, ns, key, version) VALUES (?, ?, ?, ?)",
@@ -185,6 +190,8 @@ local function journal(op, ns, key, version)
   journal_dirty = true
   if not n then
     core.log("error", "cache: cannot journal an invalidation of " .. ns .. ":" .. tostring(key) .. ": " .. err)
+    unjournaled[#unjournaled + 1] = { op = op, ns = ns, key = key or "", version = version }
+    return
   end
   metrics.incr("cache_journaled")
 end
@@ -208,6 +215,11 @@ end
 
 -- Replays journaled invalidations; true when Redis may be trusted again.
 local function replay()
+  while #unjournaled > 0 do
+    local r = unjournaled[1]
+    if not apply_invalidation(r.op, r.ns, r.key, r.version) then return false end
+    table.remove(unjournaled, 1)
+  end
   local rows, err = db.query("SELECT id, op, ns, key, version FROM cache_journal ORDER BY id LIMIT 1000")
   if not rows then
     core.log("error", "cache: cannot read the invalidation journal: " .. err)
@@ -492,7 +504,7 @@ function _M.fetch_many(ns, keys, loader_many, opts)
   local values, sources = {}, {}
   local missing = {}
   local now = core.time()
-  local l1 = l1_for(c, ns, nc)
+  local l1 = not opts.bypass and l1_for(c, ns, nc) or nil   -- no-cache skips every level
   local seq = l1 and l1:seq()
   local usable = not opts.bypass and redis_usable()
 
@@ -510,7 +522,12 @@ function _M.fetch_many(ns, keys, loader_many, opts)
   if #want > 0 and usable then
     local rk = {}
     for i, k in ipairs(want) do rk[i] = vkey(ns, k) end
-    local res = redis.call("MGET", table.unpack(rk))
+    local res, merr = redis.call("MGET", table.unpack(rk))
+    if not res then   -- Redis failed under us: load, do not try to store
+      count("errors", ns)
+      core.log("warn", "cache: MGET failed: " .. tostring(merr))
+      usable = false
+    end
     for i, k in ipairs(want) do
       local s = res and res[i]
       local env = (s and s ~= redis.null) and decode(s) or nil
@@ -534,6 +551,7 @@ function _M.fetch_many(ns, keys, loader_many, opts)
   if not loaded then return nil, err, sources end
   local src = usable and "MISS" or "BYPASS"
   local t1 = core.time()
+  local stores = {}   -- one pipeline for every fill, not a round trip per key
   for _, k in ipairs(missing) do
     local item = loaded[k]
     local value = item and item.value or nil
@@ -541,9 +559,19 @@ function _M.fetch_many(ns, keys, loader_many, opts)
     values[k], sources[k] = value, src
     if usable then
       local life = value == nil and c.ttl.negative or jittered(ttl, c.jitter)
-      local env = encode(value, t1 + life, 0, version, nil)
-      redis.evalsha(STORE, { vkey(ns, k), lkey(ns, k), wkey(ns, k) },
-        { "fill", "", env, tostring(floor((life + c.grace) * 1000)), version and tostring(version) or "" })
+      stores[#stores + 1] = { "EVALSHA", STORE, "3", vkey(ns, k), lkey(ns, k), wkey(ns, k),
+        "fill", "", encode(value, t1 + life, 0, version, nil), tostring(floor((life + c.grace) * 1000)),
+        version and tostring(version) or "" }
+    end
+  end
+  if #stores > 0 then
+    local res = redis.pipeline(stores)
+    for i, r in ipairs(res or EMPTY) do
+      -- the script cache was flushed: evalsha reloads it (the rest are best effort)
+      if type(r) == "table" and r.err and r.err:find("^NOSCRIPT") then
+        local cmd = stores[i]
+        redis.evalsha(STORE, { cmd[4], cmd[5], cmd[6] }, { cmd[7], cmd[8], cmd[9], cmd[10], cmd[11] })
+      end
     end
   end
   return values, nil, sources
