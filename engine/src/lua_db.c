@@ -142,15 +142,8 @@ static int push_results(lua_State *L) {
  * reference. Resumes the task with push_results' values, or only frees
  * when the wait already ended (timeout, aborted task). */
 static void deliver(jj_db_result *res, jj_wait *w, int kind) {
-    lua_State *co = jj_wait_target(w);
-    if (!co) {
-        jj_db_result_free(res);
-        jj_wait_release(w);
-        return;
-    }
-    int n = jj_wait_push_protected(w, push_results, res, kind);
+    jj_wait_finish(w, push_results, res, kind);   /* the results are copied into Lua first */
     jj_db_result_free(res);
-    jj_wait_resume(w, n);
 }
 
 static void on_query(jj_db_result *res, void *w) { deliver(res, w, KIND_QUERY); }

@@ -173,8 +173,7 @@ static int push_result(lua_State *L) {
 
 static void resume_with(jj_wait *w, int kind, const char *msg) {
     result res = { kind, msg, msg ? strlen(msg) : 0 };
-    int n = jj_wait_push_protected(w, push_result, &res, 0);
-    jj_wait_resume(w, n);
+    jj_wait_finish(w, push_result, &res, 0);
 }
 
 /* An error reply's message, or NULL when the reply is not an error. */
@@ -187,8 +186,7 @@ static const char *reply_error(const jj_redis_reply *reply, size_t *len) {
 
 static void resume_reply_error(jj_wait *w, const char *s, size_t len) {
     result res = { R_ERROR, s, len };
-    int n = jj_wait_push_protected(w, push_result, &res, 0);
-    jj_wait_resume(w, n);
+    jj_wait_finish(w, push_result, &res, 0);
 }
 
 /* Redis refusing a command at once (nothing was sent). */

@@ -371,14 +371,7 @@ static int build_outcome(lua_State *L) {
 
 /* Resumes the task of w with the outcome, or drops w when it already timed
  * out. */
-static void finish(jj_wait *w, const outcome *o) {
-    if (jj_wait_target(w) == NULL) {
-        jj_wait_release(w);
-        return;
-    }
-    int n = jj_wait_push_protected(w, build_outcome, (void *)o, 0);
-    jj_wait_resume(w, n);
-}
+static void finish(jj_wait *w, const outcome *o) { jj_wait_finish(w, build_outcome, (void *)o, 0); }
 
 /* ------------------------------------------------------------- batching */
 

@@ -313,15 +313,7 @@ static int push_outcome(lua_State *L) {
  * operation's reference of w. lua_checkstack, lua_rawgeti of the main
  * thread and lua_xmove do not raise; everything that allocates runs under
  * pcall. */
-static void finish(jj_wait *w, const outcome *o) {
-    lua_State *co = jj_wait_target(w);
-    if (co == NULL) {
-        jj_wait_release(w);
-        return;
-    }
-    int n = jj_wait_push_protected(w, push_outcome, (void *)o, 0);
-    jj_wait_resume(w, n);
-}
+static void finish(jj_wait *w, const outcome *o) { jj_wait_finish(w, push_outcome, (void *)o, 0); }
 
 /* ---------------------------------------------------------- single calls */
 

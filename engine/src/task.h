@@ -71,6 +71,11 @@ lua_State *jj_wait_target(jj_wait *w);
  * number of values pushed; pass it to jj_wait_resume. */
 int jj_wait_push_protected(jj_wait *w, lua_CFunction build, void *ud, lua_Integer arg);
 
+/* The usual completion in one call: release w when its coroutine is gone,
+ * else build the results with jj_wait_push_protected and resume. Consumes
+ * the operation's reference either way. */
+void jj_wait_finish(jj_wait *w, lua_CFunction build, void *ud, lua_Integer arg);
+
 /* Resume the task with the top nresults values of jj_wait_target(w).
  * Consumes the operation's reference. */
 void jj_wait_resume(jj_wait *w, int nresults);

@@ -378,3 +378,11 @@ int jj_wait_push_protected(jj_wait *w, lua_CFunction build, void *ud, lua_Intege
     lua_xmove(L, co, n);
     return n;
 }
+
+void jj_wait_finish(jj_wait *w, lua_CFunction build, void *ud, lua_Integer arg) {
+    if (!w->task) {
+        wait_unref(w);
+        return;
+    }
+    jj_wait_resume(w, jj_wait_push_protected(w, build, ud, arg));
+}
