@@ -766,8 +766,9 @@ describe("jollyjet.cache", function()
       use_config({ namespaces = { wishlist = { consistency = "bounded", max_lag_ms = 5000 } } })
       local k = new_key("wishlist", "mbyp")
       cache.fetch_many("wishlist", { k }, function() return { [k] = { value = "old", version = 1 } } end)
-      local values, _, sources = cache.fetch_many("wishlist", { k }, function() return { [k] = { value = "old", version = 1 } } end)
+      local _, _, sources = cache.fetch_many("wishlist", { k }, function() return { [k] = { value = "old", version = 1 } } end)
       assert.equal("HIT", sources[k])                    -- cached, in L1 as well
+      local values
       values, _, sources = cache.fetch_many("wishlist", { k },
         function() return { [k] = { value = "fresh", version = 2 } } end, { bypass = true })
       assert.equal("fresh", values[k])

@@ -253,7 +253,6 @@ describe("engine.db", function()
 end)
 
 describe("engine.db batch binding", function()
-  local db = require "engine.db"
 
   it("reads statement entries raw: a metamethod cannot change their size between passes", function()
     local calls = 0
