@@ -3,6 +3,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,4 +241,15 @@ static const char *from_environ(const char *name, void *ud) {
 
 int jj_config_load(jj_config *c, char *err, size_t errlen) {
     return jj_config_load_from(c, from_environ, NULL, err, errlen);
+}
+
+void jj_config_make_parent(const char *path) {
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        mkdir(buf, 0755);
+        *p = '/';
+    }
 }

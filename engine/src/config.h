@@ -39,6 +39,10 @@ typedef struct jj_config {
 
 /* Fills cfg from getenv. Returns 0, or -1 with "VAR: problem" in err. */
 int jj_config_load(jj_config *cfg, char *err, size_t errlen);
+/* mkdir -p of the directory that holds a configured file (DB_PATH,
+ * PID_FILE); errors surface when the file itself is opened. */
+void jj_config_make_parent(const char *path);
+
 /* Same, from an arbitrary lookup (unit tests). */
 int jj_config_load_from(jj_config *cfg, const char *(*get)(const char *name, void *ud),
                         void *ud, char *err, size_t errlen);

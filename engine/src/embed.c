@@ -121,23 +121,11 @@ int jj_embed_add_module(jj_embed *e, const char *name, lua_CFunction open) {
     return 0;
 }
 
-/* mkdir -p for the parent directory of path. */
-static void make_parent(const char *path) {
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        mkdir(buf, 0755);
-        *p = '/';
-    }
-}
-
 int jj_embed_start(jj_embed *e, struct ev_loop *loop, char *err, size_t errlen) {
     if (e->engine) { snprintf(err, errlen, "the engine is already started"); return -1; }
     jj_log_set_level(e->cfg.log_level);
     char merr[1024];
-    make_parent(e->cfg.db_path);
+    jj_config_make_parent(e->cfg.db_path);
     if (jj_db_migrate(e->cfg.db_path, e->cfg.migrations_dir, merr, sizeof merr) != 0) {
         snprintf(err, errlen, "DB_PATH: migrations failed: %s", merr);
         return -1;

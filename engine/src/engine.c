@@ -88,14 +88,20 @@ jj_engine *jj_engine_new_with(struct ev_loop *loop, const jj_config *cfg, int wo
         .connect_timeout_ms = cfg->redis_timeout_ms,
         .max_pending = 10000,
     };
+    /* the client exists even for a check (modules register scripts with it
+     * at load time); it never connects, since the check runs no loop */
     e->redis = jj_redis_new(loop, &rc);
-    char channel[sizeof cfg->redis_prefix + 16];
-    snprintf(channel, sizeof channel, "%sinvalidate", cfg->redis_prefix);
-    e->sub = jj_redis_sub_new(loop, &rc, channel, on_invalidate, on_subscriber_state, e);
-    if (!e->sub) JJ_ERROR("cannot create the L1 invalidation subscriber");
-    char dberr[512] = "";
-    e->db = jj_db_open(loop, cfg->db_path, cfg->db_threads, dberr, sizeof dberr);
-    if (!e->db) JJ_ERROR("database %s unavailable: %s", cfg->db_path, dberr);
+    if (kind == JJ_GEN_CHECK) {
+        e->kind = kind = JJ_GEN_APP;   /* validate only: no subscriber, no database */
+    } else {
+        char channel[sizeof cfg->redis_prefix + 16];
+        snprintf(channel, sizeof channel, "%sinvalidate", cfg->redis_prefix);
+        e->sub = jj_redis_sub_new(loop, &rc, channel, on_invalidate, on_subscriber_state, e);
+        if (!e->sub) JJ_ERROR("cannot create the L1 invalidation subscriber");
+        char dberr[512] = "";
+        e->db = jj_db_open(loop, cfg->db_path, cfg->db_threads, dberr, sizeof dberr);
+        if (!e->db) JJ_ERROR("database %s unavailable: %s", cfg->db_path, dberr);
+    }
     e->gen = jj_gen_new(e, kind, 1, err, errlen);
     if (!e->gen) {
         jj_engine_free(e);

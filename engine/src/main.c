@@ -38,21 +38,9 @@ static int load_config(jj_config *cfg) {
     return 0;
 }
 
-/* mkdir -p for the parent directory of path. */
-static void make_parent(const char *path) {
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        mkdir(buf, 0755);
-        *p = '/';
-    }
-}
-
 static int migrate(const jj_config *cfg) {
     char err[1024];
-    make_parent(cfg->db_path);
+    jj_config_make_parent(cfg->db_path);
     if (jj_db_migrate(cfg->db_path, cfg->migrations_dir, err, sizeof err) != 0) {
         fprintf(stderr, "jollyjet: DB_PATH: migrations failed: %s\n", err);
         return -1;
@@ -63,7 +51,7 @@ static int migrate(const jj_config *cfg) {
 static int cmd_serve(void) {
     jj_config cfg;
     if (load_config(&cfg) || migrate(&cfg)) return 2;
-    make_parent(cfg.pid_file);
+    jj_config_make_parent(cfg.pid_file);
     return jj_master_run(&cfg);
 }
 
@@ -73,7 +61,7 @@ static int cmd_check(void) {
     jj_log_set_level(JJ_LOG_ERROR);
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     char err[1024];
-    jj_engine *e = jj_engine_new(loop, &cfg, 0, JJ_GEN_APP, err, sizeof err);
+    jj_engine *e = jj_engine_new(loop, &cfg, 0, JJ_GEN_CHECK, err, sizeof err);
     if (!e) {
         fprintf(stderr, "jollyjet check: FAILED: %s\n", err);
         return 1;

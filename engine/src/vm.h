@@ -19,7 +19,9 @@ typedef struct jj_task jj_task;
 
 enum jj_gen_kind {
     JJ_GEN_APP = 0,  /* loads jollyjet.app (policies, router): serving */
-    JJ_GEN_BARE      /* engine modules only: specs and tooling */
+    JJ_GEN_BARE,     /* engine modules only: specs and tooling */
+    JJ_GEN_CHECK     /* an app generation built only to be validated (jollyjet
+                        check): the engine opens no database or subscriber */
 };
 
 /* Builds a generation. On failure returns NULL with "file:line: reason"
