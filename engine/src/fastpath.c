@@ -38,7 +38,8 @@ typedef struct {
     int bounded;
     double max_lag;      /* bounded: seconds an L1 entry is trusted */
     double beta;
-    char m_hits[128], m_level_l1[64], m_level_l2[64];
+    /* metric slots, looked up once (engine.metrics indices are stable) */
+    int m_hits, m_level_l1, m_level_l2, m_fast;
 } route;
 
 struct jj_fast_table {
@@ -97,11 +98,14 @@ static int l_route(lua_State *L) {
     lua_getfield(L, 1, "max_lag_ms");
     r->max_lag = lua_isnumber(L, -1) ? lua_tonumber(L, -1) / 1000.0 : 1.0;
     lua_pop(L, 3);
-    char ns[sizeof r->ns];
-    memcpy(ns, r->ns, sizeof ns);   /* not the struct's own field: snprintf's restrict */
-    snprintf(r->m_hits, sizeof r->m_hits, "cache_hits{ns=\"%s\"}", ns);
-    strcpy(r->m_level_l1, "cache_hits_level{level=\"L1\"}");
-    strcpy(r->m_level_l2, "cache_hits_level{level=\"L2\"}");
+    char name[128];
+    int n = snprintf(name, sizeof name, "cache_hits{ns=\"%s\"}", r->ns);
+    r->m_hits = jj_metrics_lookup(name, (size_t)n, JJ_METRIC_COUNTER);
+    static const char l1[] = "cache_hits_level{level=\"L1\"}", l2[] = "cache_hits_level{level=\"L2\"}",
+                      fast[] = "cache_fastpath_hits";
+    r->m_level_l1 = jj_metrics_lookup(l1, sizeof l1 - 1, JJ_METRIC_COUNTER);
+    r->m_level_l2 = jj_metrics_lookup(l2, sizeof l2 - 1, JJ_METRIC_COUNTER);
+    r->m_fast = jj_metrics_lookup(fast, sizeof fast - 1, JJ_METRIC_COUNTER);
     t->n++;
     return 0;
 }
@@ -165,7 +169,9 @@ static const char *fresh_value(const route *r, const char *env, size_t len, size
     return nl + 1;
 }
 
-static void answer(jj_http_conn *c, const route *r, const char *body, size_t len, const char *level, double at) {
+static void count(int idx) { if (idx >= 0) jj_metrics_add_at(idx, 1); }
+
+static void answer(jj_http_conn *c, const route *r, const char *body, size_t len, int level, double at) {
     jj_http_response_start(c, 200);
     jj_http_response_header(c, "Content-Type", 12, r->content_type, strlen(r->content_type));
     jj_http_response_header(c, "X-Cache", 7, "HIT", 3);
@@ -176,9 +182,9 @@ static void answer(jj_http_conn *c, const route *r, const char *body, size_t len
         jj_http_response_header(c, "Age", 3, buf, (size_t)n);
     }
     jj_http_response_finish(c, body, len);
-    jj_metrics_add(r->m_hits, 1);
-    jj_metrics_add(level, 1);
-    jj_metrics_add("cache_fastpath_hits", 1);
+    count(r->m_hits);
+    count(level);
+    count(r->m_fast);
 }
 
 typedef struct {
