@@ -263,12 +263,13 @@ _M.redis_usable = redis_usable
 
 -- ------------------------------------------------------------ reads
 
--- envelope or nil, plus an error when Redis failed
+-- env, err, raw: the decoded envelope (or nil), an error when Redis failed,
+-- and the envelope as stored (what L1 keeps, without encoding it again)
 local function read_l2(ns, key, tags)
   if not tags then
     local s, err = redis.call("GET", vkey(ns, key))
     if err then return nil, err end
-    return s and decode(s), nil, {}
+    return s and decode(s), nil, s
   end
   local keys = { vkey(ns, key) }
   for i, t in ipairs(tags) do keys[i + 1] = tkey(t) end
@@ -280,13 +281,13 @@ local function read_l2(ns, key, tags)
     gens[i] = (g == redis.null or g == nil) and "0" or g
   end
   local s = res[1]
-  if s == redis.null or s == nil then return nil, nil, gens end
+  if s == redis.null or s == nil then return nil end
   local env = decode(s)
   if env and env.tags ~= tags_string(tags, gens) then
     count("tag_misses", ns)
-    return nil, nil, gens
+    return nil
   end
-  return env, nil, gens
+  return env, nil, s
 end
 
 local inflight = {}     -- "ns\0key" -> core.event of the fill in progress
@@ -462,7 +463,7 @@ function _M.fetch(ns, key, loader, opts)
     return v, nil, "BYPASS", "DB"
   end
 
-  local env, err = read_l2(ns, key, opts.tags)
+  local env, err, raw = read_l2(ns, key, opts.tags)
   if err then
     count("errors", ns)
     local v, e = load_direct(ns, loader)
@@ -476,8 +477,7 @@ function _M.fetch(ns, key, loader, opts)
         count("early_refresh", ns)
         refresh_later(ns, key, loader, opts, env)
       end
-      l1_store(l1, seq, key, l1 and encode(env.value, env.expiry, env.delta, env.version, env.tags, env.at),
-               math.min(env.expiry - now, nc.max_lag_ms / 1000))
+      l1_store(l1, seq, key, raw, math.min(env.expiry - now, nc.max_lag_ms / 1000))
       count("hits", ns)
       metrics.incr('cache_hits_level{level="L2"}')
       return env.value, nil, "HIT", "L2", env.at
