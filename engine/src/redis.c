@@ -45,6 +45,9 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
 
 #define BACKOFF_MIN_MS JJ_REDIS_BACKOFF_MIN_MS
 #define BACKOFF_MAX_MS JJ_REDIS_BACKOFF_MAX_MS
@@ -152,6 +155,31 @@ int jj_endpoint_init(jj_redis_endpoint *ep, const jj_redis_config *cfg, const ch
     if (ep->host == NULL || (cfg->user && cfg->user[0] && !ep->user) ||
         (cfg->password && cfg->password[0] && !ep->password))
         return -1;
+    /* hiredis 0.14 resolves the host with a blocking getaddrinfo on every
+     * connect, on the event loop: resolve a name once here, at start-up, and
+     * reconnect to the address. A name that does not resolve yet (a container
+     * still starting) is kept and resolved per attempt, as before. */
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST;
+    if (getaddrinfo(ep->host, NULL, &hints, &res) == 0) {   /* already an address */
+        freeaddrinfo(res);
+    } else {
+        hints.ai_flags = 0;
+        hints.ai_family = AF_INET;   /* IPv4 first, as hiredis itself does */
+        if (getaddrinfo(ep->host, NULL, &hints, &res) != 0) {
+            res = NULL;
+            hints.ai_family = AF_UNSPEC;
+            if (getaddrinfo(ep->host, NULL, &hints, &res) != 0) res = NULL;
+        }
+        if (res) {
+            const void *a = res->ai_family == AF_INET6
+                ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+            if (!inet_ntop(res->ai_family, a, ep->addr, sizeof ep->addr)) ep->addr[0] = 0;
+            freeaddrinfo(res);
+        }
+    }
     return 0;
 }
 
@@ -201,7 +229,7 @@ int jj_endpoint_auth_argv(const jj_redis_endpoint *ep, const char *argv[3]) {
 redisAsyncContext *jj_endpoint_connect(jj_redis_endpoint *ep, struct ev_loop *loop, void *data,
                                        redisConnectCallback *on_conn,
                                        redisDisconnectCallback *on_disc) {
-    redisAsyncContext *ac = redisAsyncConnect(ep->host, ep->port);
+    redisAsyncContext *ac = redisAsyncConnect(ep->addr[0] ? ep->addr : ep->host, ep->port);
     if (ac == NULL) {
         jj_endpoint_error(ep, "connect failed: out of memory");
         return NULL;

@@ -24,6 +24,7 @@
 typedef struct jj_redis_endpoint {
     const char *kind;              /* "redis" or "redis subscriber", for logs */
     char *host, *user, *password;  /* owned copies; user, password may be NULL */
+    char addr[64];                 /* host resolved once at init ("" if it failed) */
     int port;
     double connect_timeout_s;
     double backoff_ms;             /* next reconnect delay bound */
