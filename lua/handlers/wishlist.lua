@@ -17,58 +17,25 @@ local cache = require "jollyjet.cache"
 local catalog = require "jollyjet.catalog"
 local invalidation = require "jollyjet.invalidation"
 local products = require "handlers.products"
-local core = require "engine.core"
+local session = require "jollyjet.session"
 local cjson = require("cjson.safe").new()
 
-local type, tostring, concat, byte, sub = type, tostring, table.concat, string.byte, string.sub
+local type, tostring, concat = type, tostring, table.concat
 
 local _M = {}
 
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-
--- base64url without padding
-local function b64url(s)
-  local out, n = {}, #s
-  for i = 1, n, 3 do
-    local a, b, c = byte(s, i, i + 2)
-    local v = a * 65536 + (b or 0) * 256 + (c or 0)
-    local chars = (b == nil) and 2 or (c == nil) and 3 or 4
-    for k = 1, chars do
-      local idx = (v >> (18 - 6 * (k - 1))) & 63
-      out[#out + 1] = sub(B64, idx + 1, idx + 1)
-    end
-  end
-  return concat(out)
-end
-_M.b64url = b64url
-
-local SID_PATTERN = "^" .. ("[%w_%-]"):rep(43) .. "$"
-
--- The sid cookie's value when it is well formed, else nil. Repeated Cookie
--- headers arrive joined with ", ".
-local function session_id(req)
-  local cookie = req.headers and req.headers.cookie
-  if type(cookie) ~= "string" then return nil end
-  for pair in cookie:gmatch("[^;,]+") do
-    local name, value = pair:match("^%s*([^=%s]+)%s*=%s*(.-)%s*$")
-    if name == "sid" and value:find(SID_PATTERN) then return value end
-  end
-  return nil
-end
-_M.session_id = session_id
-
-local function new_session_id()
-  return b64url(core.random_bytes(32))
-end
+-- The wishlist belongs to the caller's session id (the `sid` cookie of
+-- jollyjet.session: same id format, cookie name and attributes from
+-- policies/sessions.lua); an anonymous one is made when there is none.
 
 local function toggle(req)
   local pid = req.params.id
   if not products.valid_id(pid) then return products.not_found(pid) end
-  local sid = session_id(req)
+  local sid = session.id_from_request(req)
   local headers = {}
   if not sid then
-    sid = new_session_id()
-    headers["Set-Cookie"] = "sid=" .. sid .. "; Path=/; HttpOnly; SameSite=Lax"
+    sid = session.new_id()
+    headers["Set-Cookie"] = session.cookie(sid)
   end
   local wishlisted, count, version = catalog.toggle_wishlist(sid, pid)
   if wishlisted == nil then
@@ -83,7 +50,7 @@ local function toggle(req)
 end
 
 local function get_wishlist(req)
-  local sid = session_id(req)
+  local sid = session.id_from_request(req)
   if not sid then return products.json_response(200, '{"products":[]}') end
   local bypass = cache.bypass(req)
   local text, err, source = cache.fetch("wishlist", sid, function()
