@@ -43,42 +43,17 @@ static char null_sentinel;
 
 /* ------------------------------------------------------------- arguments */
 
-/* Commands refused on the shared connection. `call_only`: allowed inside a
- * pipeline (sent back to back, so nothing can interleave), not alone. */
-static const struct {
-    const char *name;
-    int call_only;
-    const char *why;
-} refused[] = {
-    { "KEYS", 0, "KEYS is not allowed; use SCAN" },
-    { "SUBSCRIBE", 0, NULL }, { "PSUBSCRIBE", 0, NULL }, { "SSUBSCRIBE", 0, NULL },
-    { "UNSUBSCRIBE", 0, NULL }, { "PUNSUBSCRIBE", 0, NULL }, { "SUNSUBSCRIBE", 0, NULL },
-    { "MONITOR", 0, NULL }, { "QUIT", 0, NULL }, { "RESET", 0, NULL }, { "HELLO", 0, NULL },
-    { "AUTH", 0, NULL }, { "SELECT", 0, NULL }, { "WATCH", 0, NULL }, { "UNWATCH", 0, NULL },
-    { "MULTI", 1, "MULTI/EXEC need redis.pipeline on the shared connection" },
-    { "EXEC", 1, "MULTI/EXEC need redis.pipeline on the shared connection" },
-    { "DISCARD", 1, "MULTI/EXEC need redis.pipeline on the shared connection" },
-};
-
-/* [-0, +0, v] Raises if the command named by the string at idx may not be
- * sent (in_pipeline: as part of a pipeline). */
+/* [-0, +0, v] Raises if the command named by the string at idx (with its
+ * first argument at idx + 1, for CLIENT REPLY) may not be sent
+ * (jj_redis_refused holds the list). */
 static void check_command(lua_State *L, int idx, int in_pipeline) {
-    size_t len;
-    const char *name = lua_tolstring(L, idx, &len);
-    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
-        if (len != strlen(refused[i].name) || strncasecmp(name, refused[i].name, len) != 0)
-            continue;
-        if (in_pipeline && refused[i].call_only)
-            return;
-        if (refused[i].why)
-            luaL_error(L, "%s", refused[i].why);
-        luaL_error(L, "%s is not allowed on the shared Redis connection", refused[i].name);
-    }
-    if (len == 6 && strncasecmp(name, "CLIENT", 6) == 0 && lua_type(L, idx + 1) == LUA_TSTRING) {
-        const char *sub = lua_tolstring(L, idx + 1, &len);
-        if (len == 5 && strncasecmp(sub, "REPLY", 5) == 0)
-            luaL_error(L, "CLIENT REPLY is not allowed on the shared Redis connection");
-    }
+    const char *argv[2];
+    size_t lens[2];
+    argv[0] = lua_tolstring(L, idx, &lens[0]);
+    int argc = 1;
+    if (lua_type(L, idx + 1) == LUA_TSTRING) argv[argc++] = lua_tolstring(L, idx + 1, &lens[1]);
+    const char *why = jj_redis_refused(argc, argv, lens, in_pipeline);
+    if (why) luaL_error(L, "%s", why);
 }
 
 /* [-0, +0, v] Raises unless the value at idx can be an argument. */

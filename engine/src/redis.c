@@ -664,20 +664,34 @@ static int name_is(const char *s, size_t len, const char *name) {
 
 /* Commands that would break the one-reply-per-command pairing of a shared
  * pipelined connection, or change its state under everyone's feet. */
-static const char *refused(int argc, const char **argv, const size_t *argvlen) {
-    static const char *const names[] = {
-        "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe",
-        "sunsubscribe", "monitor", "quit", "reset", "hello", "auth", "select", NULL
-    };
+/* Commands refused on the shared connection, and why. `call_only`: allowed
+ * inside a pipeline (sent back to back, so nothing can interleave). */
+#define SHARED " is not allowed on the shared Redis connection"
+static const struct {
+    const char *name;   /* lower case */
+    int call_only;
+    const char *why;
+} refused_cmds[] = {
+    {"keys", 0, "KEYS is not allowed; use SCAN"},
+    {"subscribe", 0, "SUBSCRIBE" SHARED}, {"psubscribe", 0, "PSUBSCRIBE" SHARED},
+    {"ssubscribe", 0, "SSUBSCRIBE" SHARED}, {"unsubscribe", 0, "UNSUBSCRIBE" SHARED},
+    {"punsubscribe", 0, "PUNSUBSCRIBE" SHARED}, {"sunsubscribe", 0, "SUNSUBSCRIBE" SHARED},
+    {"monitor", 0, "MONITOR" SHARED}, {"quit", 0, "QUIT" SHARED}, {"reset", 0, "RESET" SHARED},
+    {"hello", 0, "HELLO" SHARED}, {"auth", 0, "AUTH" SHARED}, {"select", 0, "SELECT" SHARED},
+    {"watch", 0, "WATCH" SHARED}, {"unwatch", 0, "UNWATCH" SHARED},
+    {"multi", 1, "MULTI/EXEC need redis.pipeline on the shared connection"},
+    {"exec", 1, "MULTI/EXEC need redis.pipeline on the shared connection"},
+    {"discard", 1, "MULTI/EXEC need redis.pipeline on the shared connection"},
+};
+
+const char *jj_redis_refused(int argc, const char **argv, const size_t *argvlen, int in_pipeline) {
     const char *c = argv[0];
     size_t n = arglen(argv, argvlen, 0);
-    if (name_is(c, n, "keys"))
-        return "KEYS is not allowed; use SCAN";
-    for (int i = 0; names[i]; i++)
-        if (name_is(c, n, names[i]))
-            return "command not allowed on the shared connection";
+    for (size_t i = 0; i < sizeof refused_cmds / sizeof refused_cmds[0]; i++)
+        if (name_is(c, n, refused_cmds[i].name))
+            return in_pipeline && refused_cmds[i].call_only ? NULL : refused_cmds[i].why;
     if (argc > 1 && name_is(c, n, "client") && name_is(argv[1], arglen(argv, argvlen, 1), "reply"))
-        return "command not allowed on the shared connection";
+        return "CLIENT REPLY" SHARED;
     return NULL;
 }
 
@@ -696,7 +710,7 @@ int jj_redis_command(jj_redis *r, int argc, const char **argv, const size_t *arg
     if (argc <= 0 || argv == NULL || cb == NULL)
         e = "bad command";
     else if ((e = check_ready(r)) == NULL)
-        e = refused(argc, argv, argvlen);
+        e = jj_redis_refused(argc, argv, argvlen, 1);   /* a command may be part of a pipeline */
     if (e == NULL) {
         op *o = op_new(r, OP_USER, 0);
         if (o == NULL) {

@@ -73,6 +73,11 @@ int jj_redis_evalsha(jj_redis *r, const char sha[41], int numkeys, int argc,
                      const char **argv, const size_t *argvlen,
                      jj_redis_cb *cb, void *privdata, const char **err);
 
+/* Why a command may not be sent on the shared connection (KEYS, SUBSCRIBE,
+ * SELECT, ...), or NULL. in_pipeline: MULTI/EXEC/DISCARD are allowed as
+ * part of a pipeline. The one list every caller uses. */
+const char *jj_redis_refused(int argc, const char **argv, const size_t *argvlen, int in_pipeline);
+
 const char *jj_redis_prefix(const jj_redis *r);
 void jj_redis_get_status(const jj_redis *r, jj_redis_status *st);
 
