@@ -467,11 +467,9 @@ static int l_release(lua_State *L) {
 static int l_close(lua_State *L) {
     lock_ud *lk = luaL_checkudata(L, 1, LOCK_MT);
     lua_settop(L, 1);
-    if (!lk->held)
-        return 0;
-    if (jj_wait_possible(L))
-        return do_release(L, lk, 1);   /* waits for the reply */
-    return do_release(L, lk, 0);
+    /* do_release waits for the reply where it can yield, and sends the
+     * release without waiting where it cannot; __close ignores results */
+    return do_release(L, lk, 1);
 }
 
 /* [-1, +0, -] __gc: never yields. */
