@@ -7,7 +7,7 @@
 --             policies/monitoring.lua's verifier section;
 --             hold = true keeps the lock until its TTL runs out (the timer's
 --             rounds: that spaces rounds across workers and instances)
---       report: { checked = n, errors = n, repaired = n, skipped = n,
+--       report: { checked = n, errors = n, repaired = n, skipped = n, keys = { checked keys },
 --                 cursor = "…", mismatches = { {key, reason, cached_version, db_version}, ... } }
 --       nil, "busy" when another round holds the lock; nil, err on failure
 --   verifier.start()    -- the timer (app.lua, serving engines only)
@@ -25,7 +25,8 @@
 -- One round at a time across every worker and instance: engine.lock
 -- "verifier" (TTL ~0.9 interval, held to expiry by the timer's rounds, so
 -- about one round per interval in all). The SCAN cursor is kept in Redis
--- (<prefix>verifier:cursor), so successive rounds, whichever worker runs
+-- (<prefix>verifier:cursor, and the keys a batch brought beyond the sample
+-- in <prefix>verifier:pending), so successive rounds, whichever worker runs
 -- them, walk the whole keyspace. Figures: engine.metrics counters
 -- consistency_checks, consistency_errors, consistency_repairs and gauges
 -- consistency_last_time (unix seconds), consistency_last_checked,
@@ -48,6 +49,7 @@ local NS = "product"
 local LOCK = "verifier"
 
 local function cursor_key() return redis.key("verifier", "cursor") end
+local function pending_key() return redis.key("verifier", "pending") end
 
 local function conf_with(opts)
   local c = policy.get("monitoring").verifier
@@ -63,26 +65,43 @@ local function conf_with(opts)
   return out
 end
 
--- keys, cursor, err: up to c.sample distinct keys from at most c.max_scans
--- SCAN calls, starting at the stored cursor.
+-- keys, cursor, err: up to c.sample distinct keys, first those a previous
+-- round scanned but had no room for, then from at most c.max_scans SCAN
+-- calls starting at the stored cursor. What a SCAN batch brings beyond the
+-- sample waits in a list for the next round: dropping it would skip the
+-- same keys on every pass.
 local function sample(c)
-  local cursor = redis.call("GET", cursor_key())
+  local res = redis.pipeline({
+    { "GET", cursor_key() },
+    { "LRANGE", pending_key(), "0", tostring(c.sample - 1) },
+    { "LTRIM", pending_key(), tostring(c.sample), "-1" },
+  })
+  if not res then return nil, "0", "redis unavailable" end
+  local cursor = res[1]
   if type(cursor) ~= "string" or not cursor:find("^%d+$") then cursor = "0" end
-  local keys, seen = {}, {}
-  for _ = 1, c.max_scans do
+  local keys, seen, rest = {}, {}, {}
+  local function take(k)
+    if seen[k] then return end
+    seen[k] = true
+    if #keys < c.sample then keys[#keys + 1] = k else rest[#rest + 1] = k end
+  end
+  for _, k in ipairs(type(res[2]) == "table" and res[2] or {}) do take(k) end
+  for _ = 1, #keys < c.sample and c.max_scans or 0 do
     local nxt, batch = cache.scan_keys(NS, cursor, c.scan_count)
     if not nxt then return nil, cursor, batch end
-    for _, k in ipairs(batch) do
-      if not seen[k] and #keys < c.sample then
-        seen[k] = true
-        keys[#keys + 1] = k
-      end
-    end
+    for _, k in ipairs(batch) do take(k) end
     cursor = nxt
     -- a pass over the whole keyspace ended: the next round starts another
     if #keys >= c.sample or cursor == "0" then break end
   end
-  redis.call("SET", cursor_key(), cursor, "EX", "86400")
+  local cmds = { { "SET", cursor_key(), cursor, "EX", "86400" } }
+  if #rest > 0 then
+    local push = { "RPUSH", pending_key() }
+    for i, k in ipairs(rest) do push[i + 2] = k end
+    cmds[2] = push
+    cmds[3] = { "EXPIRE", pending_key(), "86400" }
+  end
+  redis.pipeline(cmds)
   return keys, cursor
 end
 
@@ -117,7 +136,7 @@ end
 
 -- The round itself, under the lock (lk). keep() keeps the lock alive.
 local function round(c, keep)
-  local report = { checked = 0, errors = 0, repaired = 0, skipped = 0, mismatches = {} }
+  local report = { checked = 0, errors = 0, repaired = 0, skipped = 0, keys = {}, mismatches = {} }
   local keys, cursor, err = sample(c)
   report.cursor = cursor
   if not keys then return nil, "scan failed: " .. tostring(err) end
@@ -146,6 +165,7 @@ local function round(c, keep)
     again = e2
   end
   report.checked = #present
+  report.keys = present
   if not keep() then return nil, "lost the lock" end
   for _, m in ipairs(candidates) do
     local now = again[m.key]
