@@ -16,6 +16,7 @@ struct jj_engine {
     const jj_config *cfg;
     int worker_id;
     int kind;
+    int checking;        /* built by jollyjet check: kind is APP, no loop runs */
     jj_redis *redis;
     jj_redis_sub *sub;   /* L1 invalidations */
     jj_db *db;
@@ -35,6 +36,9 @@ double jj_engine_io_timeout_ms(jj_engine *e) { return e->cfg->redis_timeout_ms; 
 int jj_engine_worker_id(jj_engine *e) { return e->worker_id; }
 int jj_engine_closing(jj_engine *e) { return e->closing; }
 unsigned jj_engine_generation(jj_engine *e) { return e->generation; }
+const char *jj_engine_mode(jj_engine *e) {
+    return e->checking ? "check" : e->kind == JJ_GEN_BARE ? "bare" : "serve";
+}
 const char *jj_engine_last_reload_error(jj_engine *e) { return e->last_error[0] ? e->last_error : NULL; }
 jj_gen *jj_engine_current_gen(jj_engine *e) { return e->gen; }
 int jj_engine_subscriber_up(jj_engine *e) { return jj_redis_sub_up(e->sub); }
@@ -93,6 +97,7 @@ jj_engine *jj_engine_new_with(struct ev_loop *loop, const jj_config *cfg, int wo
     e->redis = jj_redis_new(loop, &rc);
     if (kind == JJ_GEN_CHECK) {
         e->kind = kind = JJ_GEN_APP;   /* validate only: no subscriber, no database */
+        e->checking = 1;
     } else {
         char channel[sizeof cfg->redis_prefix + 16];
         snprintf(channel, sizeof channel, "%sinvalidate", cfg->redis_prefix);
@@ -135,6 +140,7 @@ int jj_engine_reload(jj_engine *e) {
 void jj_engine_free(jj_engine *e) {
     if (!e) return;
     e->closing = 1;
+    jj_core_wake_sleepers(e);      /* background loops end instead of holding their VM */
     jj_gen_release(e->gen);
     if (e->db) jj_db_close(e->db);
     if (e->sub) jj_redis_sub_free(e->sub);

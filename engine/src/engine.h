@@ -28,5 +28,8 @@ int jj_engine_worker_id(jj_engine *e);
 /* 1 once jj_engine_free has begun: late callbacks must not start Lua work. */
 int jj_engine_closing(jj_engine *e);
 unsigned jj_engine_generation(jj_engine *e);
+/* "serve" (app generations that serve), "check" (jollyjet check: built
+ * only to be validated, no loop runs) or "bare" (specs and tooling). */
+const char *jj_engine_mode(jj_engine *e);
 const char *jj_engine_last_reload_error(jj_engine *e); /* NULL if none */
 #endif

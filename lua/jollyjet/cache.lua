@@ -646,4 +646,66 @@ function _M.bypass(req)
       or (pragma ~= nil and pragma:find("no-cache", 1, true) ~= nil)
 end
 
+-- ------------------------------------------------ inspection (verifier)
+-- For tools that look at what is cached without going through fetch (the
+-- consistency verifier, jollyjet.verifier): the value-key layout stays here.
+
+-- next_cursor, keys = cache.scan_keys(ns, cursor, n): one SCAN step over
+-- the value keys of namespace ns (MATCH on their prefix, COUNT n as a hint);
+-- keys are cache keys (as given to fetch). A full pass ends when
+-- next_cursor is "0". nil, err when Redis fails.
+local function glob_escape(s) return (s:gsub("[%*%?%[%]\\]", "\\%0")) end
+
+function _M.scan_keys(ns, cursor, n)
+  ns_conf(ns)
+  if type(cursor) ~= "string" or not cursor:find("^%d+$") then
+    error("cache.scan_keys: cursor must be a string of digits", 2)
+  end
+  if math.type(n) ~= "integer" or n < 1 then error("cache.scan_keys: count must be a positive integer", 2) end
+  local prefix = vkey(ns, "")
+  local res, err = redis.call("SCAN", cursor, "MATCH", glob_escape(prefix) .. "*", "COUNT", tostring(n))
+  if type(res) ~= "table" then return nil, err or "SCAN gave no answer" end
+  local keys = {}
+  for i, k in ipairs(type(res[2]) == "table" and res[2] or EMPTY) do
+    keys[i] = sub(k, #prefix + 1)
+  end
+  return tostring(res[1]), keys
+end
+
+-- entries, err = cache.peek_entries(ns, keys): what Redis holds for each key,
+-- without touching TTLs, metrics or L1: { [key] = entry } for the keys that
+-- have one, entry = { version = n|nil, negative = bool, expiry = t,
+-- at = t|nil, value = s|nil, raw = <the stored envelope> }.
+function _M.peek_entries(ns, keys)
+  ns_conf(ns)
+  if type(keys) ~= "table" then error("cache.peek_entries: keys must be a list", 2) end
+  local out = {}
+  if #keys == 0 then return out end
+  local rk = {}
+  for i, k in ipairs(keys) do
+    if type(k) ~= "string" then error("cache.peek_entries: keys must be strings", 2) end
+    rk[i] = vkey(ns, k)
+  end
+  local res, err = redis.call("MGET", table.unpack(rk))
+  if type(res) ~= "table" then return nil, err or "MGET gave no answer" end
+  for i, k in ipairs(keys) do
+    local s = res[i]
+    local env = type(s) == "string" and decode(s)
+    if env then
+      env.raw = s
+      out[k] = env
+    end
+  end
+  return out
+end
+
+-- entry, err = cache.peek_entry(ns, key): one key of peek_entries (nil when
+-- nothing is cached).
+function _M.peek_entry(ns, key)
+  if type(key) ~= "string" then error("cache.peek_entry: key must be a string", 2) end
+  local t, err = _M.peek_entries(ns, { key })
+  if not t then return nil, err end
+  return t[key]
+end
+
 return _M
