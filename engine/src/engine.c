@@ -26,6 +26,7 @@ struct jj_engine {
     const jj_engine_module *modules;   /* borrowed: an embedding host's extra modules */
     size_t nmodules;
     int closing;
+    int master;              /* pid of the master process, 0 if none */
     /* the cache epoch (engine.h) */
     long long epoch;
     int epoch_known;
@@ -45,6 +46,9 @@ unsigned jj_engine_generation(jj_engine *e) { return e->generation; }
 const char *jj_engine_last_reload_error(jj_engine *e) { return e->last_error[0] ? e->last_error : NULL; }
 jj_gen *jj_engine_current_gen(jj_engine *e) { return e->gen; }
 int jj_engine_subscriber_up(jj_engine *e) { return jj_redis_sub_up(e->sub); }
+
+void jj_engine_set_master(jj_engine *e, int pid) { e->master = pid; }
+int jj_engine_master(jj_engine *e) { return e->master; }
 
 void jj_engine_cache_epoch(jj_engine *e, jj_cache_epoch *out) {
     jj_redis_status st;

@@ -46,6 +46,11 @@ int jj_engine_set_cache_epoch(jj_engine *e, long long value, unsigned long long 
  * arrive out of order). */
 void jj_engine_advance_cache_epoch(jj_engine *e, long long value);
 
+/* The master process of a worker (0: none, e.g. embedded or jollyjet spec).
+ * core.reload_all() signals it SIGHUP to reload every worker. */
+void jj_engine_set_master(jj_engine *e, int pid);
+int jj_engine_master(jj_engine *e);
+
 /* Identity and reload state, for engine.core.info() and /health. */
 int jj_engine_worker_id(jj_engine *e);
 /* 1 once jj_engine_free has begun: late callbacks must not start Lua work. */
