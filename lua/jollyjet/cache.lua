@@ -754,8 +754,10 @@ local function glob_escape(s) return (s:gsub("[%*%?%[%]\\]", "\\%0")) end
 
 -- keys, next_cursor, err = cache.scan(prefix, cursor, count): entries of the
 -- current epoch whose "ns:key" starts with prefix, by SCAN with MATCH (never
--- KEYS): a few SCAN calls of COUNT count until about count keys are found.
--- next_cursor is "0" when the scan is complete. Keys are "ns:key" strings.
+-- KEYS), a few SCAN steps until count keys are found. At most count keys
+-- (unless the very first SCAN step alone finds more): a step that would
+-- overflow the page is left for the next call, which resumes at its cursor.
+-- next_cursor is "0" once the scan is complete; keys are "ns:key" strings.
 function _M.scan(prefix, cursor, limit)
   if type(prefix) ~= "string" then error("cache.scan: prefix must be a string", 2) end
   if type(cursor) ~= "string" or not cursor:match("^%d+$") then error("cache.scan: cursor must be digits", 2) end
@@ -765,10 +767,12 @@ function _M.scan(prefix, cursor, limit)
   local pattern = glob_escape(base .. prefix) .. "*"
   local keys, n = {}, #base
   for _ = 1, 10 do
-    local res, err = redis.call("SCAN", cursor, "MATCH", pattern, "COUNT", limit)
+    local res, err = redis.call("SCAN", cursor, "MATCH", pattern, "COUNT", math.max(limit - #keys, 10))
     if not res then return nil, nil, err end
+    local batch = res[2]
+    if #keys > 0 and #keys + #batch > limit then break end   -- resume at cursor next time
+    for _, k in ipairs(batch) do keys[#keys + 1] = sub(k, n + 1) end
     cursor = res[1]
-    for _, k in ipairs(res[2]) do keys[#keys + 1] = sub(k, n + 1) end
     if cursor == "0" or #keys >= limit then break end
   end
   return keys, cursor
