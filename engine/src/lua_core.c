@@ -1,5 +1,5 @@
 /* lua_core.c: the `engine.core` module: clock, sleep, logging, randomness,
- * directory listing and the worker's identity. */
+ * directory listing, the worker's identity and asking for a reload. */
 #include "engine.h"
 #include "lua_modules.h"
 #include "log.h"
@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <lauxlib.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -257,6 +258,26 @@ static int l_admin_token_matches(lua_State *L) {
     return 1;
 }
 
+/* [-0, +(1|2), -] core.reload_all() -> true | nil, err: asks the master
+ * process to reload every worker (SIGHUP, as `jollyjet reload` does). The
+ * reload happens after this returns, in every worker including this one.
+ * nil, err without a master (an embedding host, jollyjet spec) or when the
+ * master is gone. */
+static int l_reload_all(lua_State *L) {
+    int master = jj_engine_master(jj_engine_of(L));
+    const char *err = NULL;
+    if (master <= 0) err = "no master process (embedded engine or spec run): reload through the host";
+    else if (getppid() != master) err = "the master process is gone";
+    else if (kill(master, SIGHUP) != 0) err = strerror(errno);
+    if (err) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* ------------------------------------------------------------ spawn */
 
 typedef struct {
@@ -451,6 +472,7 @@ int luaopen_engine_core(lua_State *L) {
         {"info", l_info},
         {"config", l_config},
         {"admin_token_matches", l_admin_token_matches},
+        {"reload_all", l_reload_all},
         {"spawn", l_spawn},
         {"event", l_event},
         {NULL, NULL}};
