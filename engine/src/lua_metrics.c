@@ -10,7 +10,7 @@
  *   metrics.snapshot(prefix?)  -> { [name] = value } of every name starting with prefix
  *   metrics.overflow()         -> integer: updates dropped because the table was full
  *
- * A name is any string of 1..63 bytes (no NUL), labels included:
+ * A name is any string of 1..127 bytes (no NUL), labels included:
  * metrics.incr('cache_hits{ns="product",level="L1"}'). Its first use fixes
  * its kind; using it as another kind raises, as do a non-string name, a
  * name too long and a non-integer or negative n.
