@@ -9,6 +9,7 @@
 #include "fastpath.h"
 #include "engine.h"
 #include "host.h"
+#include "http_stats.h"
 #include "lru.h"
 #include "lua_modules.h"
 #include "metrics.h"
@@ -40,6 +41,7 @@ typedef struct {
     double beta;
     /* metric slots, looked up once (engine.metrics indices are stable) */
     int m_hits, m_level_l1, m_level_l2, m_fast;
+    int route_id;        /* http_stats.h: the route label of its answers */
 } route;
 
 struct jj_fast_table {
@@ -101,11 +103,21 @@ static int l_route(lua_State *L) {
     char name[128];
     int n = snprintf(name, sizeof name, "cache_hits{ns=\"%s\"}", r->ns);
     r->m_hits = jj_metrics_lookup(name, (size_t)n, JJ_METRIC_COUNTER);
-    static const char l1[] = "cache_hits_level{level=\"L1\"}", l2[] = "cache_hits_level{level=\"L2\"}",
-                      fast[] = "cache_fastpath_hits";
-    r->m_level_l1 = jj_metrics_lookup(l1, sizeof l1 - 1, JJ_METRIC_COUNTER);
-    r->m_level_l2 = jj_metrics_lookup(l2, sizeof l2 - 1, JJ_METRIC_COUNTER);
+    n = snprintf(name, sizeof name, "cache_level_hits{ns=\"%s\",level=\"L1\"}", r->ns);
+    r->m_level_l1 = jj_metrics_lookup(name, (size_t)n, JJ_METRIC_COUNTER);
+    n = snprintf(name, sizeof name, "cache_level_hits{ns=\"%s\",level=\"L2\"}", r->ns);
+    r->m_level_l2 = jj_metrics_lookup(name, (size_t)n, JJ_METRIC_COUNTER);
+    static const char fast[] = "cache_fastpath_hits";
     r->m_fast = jj_metrics_lookup(fast, sizeof fast - 1, JJ_METRIC_COUNTER);
+    /* the route label of the request metrics: the router pattern */
+    lua_getfield(L, 1, "pattern");
+    size_t plen;
+    const char *pattern = lua_tolstring(L, -1, &plen);
+    if (pattern) r->route_id = jj_http_stats_route(pattern, plen);
+    else if ((n = snprintf(name, sizeof name, "%s{id}", r->prefix)) > 0 && (size_t)n < sizeof name)
+        r->route_id = jj_http_stats_route(name, (size_t)n);
+    else r->route_id = JJ_ROUTE_OTHER;
+    lua_pop(L, 1);
     t->n++;
     return 0;
 }
@@ -172,6 +184,7 @@ static const char *fresh_value(const route *r, const char *env, size_t len, size
 static void count(int idx) { if (idx >= 0) jj_metrics_add_at(idx, 1); }
 
 static void answer(jj_http_conn *c, const route *r, const char *body, size_t len, int level, double at) {
+    jj_http_set_route(c, r->route_id);
     jj_http_response_start(c, 200);
     jj_http_response_header(c, "Content-Type", 12, r->content_type, strlen(r->content_type));
     jj_http_response_header(c, "X-Cache", 7, "HIT", 3);

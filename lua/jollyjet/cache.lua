@@ -95,6 +95,17 @@ local function count(name, ns, n)
   metrics.incr(m, n or 1)
 end
 
+-- Hits by namespace and level: cache_level_hits{ns="product",level="L1"} (the
+-- C fast path counts its own answers under the same names).
+local level_names = {}   -- ns -> level -> name
+local function level_hit(ns, level, n)
+  local by_level = level_names[ns]
+  if not by_level then by_level = {}; level_names[ns] = by_level end
+  local m = by_level[level]
+  if not m then m = fmt('cache_level_hits{ns="%s",level="%s"}', ns, level); by_level[level] = m end
+  metrics.incr(m, n or 1)
+end
+
 local function token()
   local b = core.random_bytes(12)
   return fmt(("%02x"):rep(12), byte(b, 1, 12))
@@ -295,7 +306,6 @@ local refreshing = {}   -- "ns\0key" -> true while a background refresh runs
 
 local function load_direct(ns, loader)
   count("loader_calls", ns)
-  metrics.incr("cache_loader_calls")
   local v, ver_or_err = loader()
   return v, ver_or_err
 end
@@ -342,7 +352,6 @@ local function do_fill(ns, key, loader, opts, stale)
       end
       local t0 = core.time()
       count("loader_calls", ns)
-      metrics.incr("cache_loader_calls")
       local lok, value, ver_or_err = pcall(loader)
       if not lok then   -- give the lease back, or other workers wait lease_ms for nothing
         redis.evalsha(RELEASE, { lkey(ns, key) }, { tok })
@@ -450,7 +459,7 @@ function _M.fetch(ns, key, loader, opts)
       local env = decode(s)
       if env and env.expiry > now then
         count("hits", ns)
-        metrics.incr('cache_hits_level{level="L1"}')
+        level_hit(ns, "L1")
         return env.value, nil, "HIT", "L1", env.at
       end
     end
@@ -479,7 +488,7 @@ function _M.fetch(ns, key, loader, opts)
       end
       l1_store(l1, seq, key, raw, math.min(env.expiry - now, nc.max_lag_ms / 1000))
       count("hits", ns)
-      metrics.incr('cache_hits_level{level="L2"}')
+      level_hit(ns, "L2")
       return env.value, nil, "HIT", "L2", env.at
     elseif now < env.expiry + c.grace then
       count("stale", ns)
@@ -515,6 +524,7 @@ function _M.fetch_many(ns, keys, loader_many, opts)
     if env and env.expiry > now then
       values[k], sources[k] = env.value, "HIT"
       count("hits", ns)
+      level_hit(ns, "L1")
     else
       want[#want + 1] = k
     end
@@ -534,6 +544,7 @@ function _M.fetch_many(ns, keys, loader_many, opts)
       if env and env.expiry > now then
         values[k], sources[k] = env.value, "HIT"
         count("hits", ns)
+        level_hit(ns, "L2")
         l1_store(l1, seq, k, s, math.min(env.expiry - now, nc.max_lag_ms / 1000))
       else
         missing[#missing + 1] = k
@@ -546,7 +557,6 @@ function _M.fetch_many(ns, keys, loader_many, opts)
 
   count("misses", ns, #missing)
   count("loader_calls", ns)
-  metrics.incr("cache_loader_calls")
   local loaded, err = loader_many(missing)
   if not loaded then return nil, err, sources end
   local src = usable and "MISS" or "BYPASS"
@@ -622,10 +632,11 @@ end
 
 -- Lets the C host answer GET <prefix><key> with the fresh cached value of
 -- ns:key (engine.fastpath); called by the app while the generation builds.
-function _M.fast_route(prefix, ns)
+-- pattern: the router pattern (the route label of the C request metrics).
+function _M.fast_route(prefix, ns, pattern)
   local c, _, nc = ns_conf(ns)
   fastpath.route({
-    prefix = prefix, ns = ns, key_prefix = redis.key("c", ns) .. ":",
+    prefix = prefix, ns = ns, key_prefix = redis.key("c", ns) .. ":", pattern = pattern,
     content_type = "application/json", bounded = nc.consistency == "bounded", beta = c.beta,
     max_lag_ms = nc.max_lag_ms,
   })
