@@ -300,6 +300,22 @@ def test_l1_size_and_evictions(e):
         + value(fams, "jollyjet_cache_misses_total", ns="product") > 0
 
 
+def test_redis_script_reloads_and_reconnects(e):
+    r = e.test_redis
+    before = scrape(e)
+    assert r.command("SCRIPT", "FLUSH").startswith(b"+OK")
+    status, _, body = fresh_request(e, "POST", "/test/lock?name=noscript")   # EVALSHA -> NOSCRIPT -> reload
+    assert status == 200, body[:200]
+    mid = scrape(e)
+    assert value(mid, "jollyjet_redis_script_reloads_total") - value(before, "jollyjet_redis_script_reloads_total") >= 1
+    # drop every command connection: each worker reconnects once
+    assert r.command("CLIENT", "KILL", "TYPE", "normal").startswith(b":")
+    wait_until(lambda: value(scrape(e), "jollyjet_redis_reconnects_total")
+               - value(before, "jollyjet_redis_reconnects_total") == 2, 15, 0.2, "a reconnect of each worker")
+    wait_until(lambda: all(e.json("GET", "/health", timeout=2)[2]["redis"]["status"] == "up" for _ in range(6)),
+               10, 0.1, "redis up again on every worker")
+
+
 def reloads(e):
     fams = scrape(e)
     return (value(fams, "jollyjet_reloads_total", result="ok"), value(fams, "jollyjet_reloads_total", result="failed"),
@@ -393,6 +409,7 @@ def main():
             f.write("return { namespaces = { product = { consistency = 'bounded', max_lag_ms = 60000 } },\n"
                     "         l1 = { max_items = 3 } }\n")
         e.start()
+        e.test_redis = r
         t.run_all(globals(), e)
     finally:
         try:
