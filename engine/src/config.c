@@ -231,6 +231,7 @@ int jj_config_load_from(jj_config *c, const char *(*get)(const char *, void *), 
     c->db_threads = (int)l;
     if (get_bool(&e, "WATCH", 1, &c->watch)) return -1;
     if (get_bool(&e, "RATELIMIT_ENABLED", 1, &c->ratelimit_enabled)) return -1;
+    if (get_bool(&e, "ACCESS_LOG", 1, &c->access_log)) return -1;
     return 0;
 }
 

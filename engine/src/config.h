@@ -34,6 +34,7 @@ typedef struct jj_config {
     int db_threads;             /* DB_THREADS, default 2 */
     int watch;                  /* WATCH (reload on file change), default 1 */
     int ratelimit_enabled;      /* RATELIMIT_ENABLED (every rate-limit rule on), default 1 */
+    int access_log;             /* ACCESS_LOG (a JSON line per response), default 1 */
     char pid_file[1024];        /* PID_FILE, default var/jollyjet.pid */
 } jj_config;
 

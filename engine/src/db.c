@@ -29,6 +29,7 @@
  */
 #include "db.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -104,6 +105,8 @@ struct jj_db {
     int closed;
     int dispatching;        /* depth of on_async/close callback loops */
     int free_deferred;      /* closed from inside a callback: free on unwind */
+    /* db_queries{kind=..,result="ok"|"error"}, db_query_duration{kind=..} (ms on the pool thread) */
+    jj_metric m_queries[3][2], m_duration[3];
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -545,9 +548,24 @@ static void destroy(jj_db *db) {
     free(db);
 }
 
+static void count_job(jj_db *db, int kind, const jj_db_result *res) {
+    static const char *const queries[3][2] = {
+        {"db_queries{kind=\"query\",result=\"ok\"}", "db_queries{kind=\"query\",result=\"error\"}"},
+        {"db_queries{kind=\"exec\",result=\"ok\"}", "db_queries{kind=\"exec\",result=\"error\"}"},
+        {"db_queries{kind=\"batch\",result=\"ok\"}", "db_queries{kind=\"batch\",result=\"error\"}"}};
+    static const char *const duration[3] = {
+        "db_query_duration{kind=\"query\"}", "db_query_duration{kind=\"exec\"}", "db_query_duration{kind=\"batch\"}"};
+    if (kind < 0 || kind > 2) return;
+    int failed = res->err != NULL;
+    jj_metric_add(&db->m_queries[kind][failed], queries[kind][failed], 1);
+    if (res->elapsed_ms > 0 || !failed)   /* a job failed before it ran took no time there */
+        jj_metric_observe(&db->m_duration[kind], duration[kind], res->elapsed_ms);
+}
+
 /* Hands j's result to its callback and frees the job block. */
 static void finish(jj_db *db, job *j) {
     jj_db_result *res = j->res;
+    count_job(db, j->kind, res);
     jj_db_cb *cb = j->cb;
     void *pd = j->privdata;
     free(j);

@@ -343,7 +343,7 @@ static void sink_fail(void *ud, int status, const char *code, const char *messag
     respond_error(respond, rud, status, code, message);
 }
 
-static const jj_host_sink embed_sink = {sink_begin, sink_header, sink_end, sink_discard, sink_fail};
+static const jj_host_sink embed_sink = {sink_begin, sink_header, sink_end, sink_discard, sink_fail, NULL};
 
 /* The request goes through the same path as one read from a socket
  * (host.c): the embedding host's fields become a parsed request. */

@@ -1,10 +1,13 @@
 /* engine.c: the per-process serving context and its generations. */
 #include "engine_internal.h"
 #include "db.h"
+#include "http_stats.h"
 #include "log.h"
 #include "lru.h"
 #include "lua_modules.h"
+#include "metrics.h"
 #include "redis.h"
+#include "task.h"
 
 #include <ev.h>
 #include <stdint.h>
@@ -34,6 +37,11 @@ struct jj_engine {
     uint64_t epoch_reconnects;   /* Redis connection it was learned on */
     double epoch_checked_at;
     unsigned long long epoch_seq;
+    jj_metric m_reload_ok, m_reload_failed;
+    /* jj_engine_publish_metrics: L1 evictions already added to l1_evictions{ns=..} */
+    uint64_t *l1_evicted;
+    size_t l1_n;
+    unsigned l1_epoch;
 };
 
 struct ev_loop *jj_engine_loop(jj_engine *e) { return e->loop; }
@@ -178,6 +186,7 @@ int jj_engine_reload(jj_engine *e) {
     char err[1024];
     jj_gen *g = jj_gen_new(e, e->kind, e->generation + 1, err, sizeof err);
     if (!g) {
+        jj_metric_add(&e->m_reload_failed, "reloads{result=\"failed\"}", 1);
         snprintf(e->last_error, sizeof e->last_error, "%s", err);
         char members[64];
         snprintf(members, sizeof members, "\"event\":\"reload_failed\",\"generation\":%u", e->generation);
@@ -188,6 +197,8 @@ int jj_engine_reload(jj_engine *e) {
     e->gen = g;
     e->generation++;
     e->last_error[0] = 0;
+    jj_metric_add(&e->m_reload_ok, "reloads{result=\"ok\"}", 1);
+    jj_engine_publish_metrics(e);   /* the new generation number, at once */
     jj_gen_release(old);   /* closes once its in-flight tasks end */
     char members[64];
     snprintf(members, sizeof members, "\"event\":\"reloaded\",\"generation\":%u", e->generation);
@@ -205,5 +216,52 @@ void jj_engine_free(jj_engine *e) {
     jj_ratelimit_close();          /* checks still queued: "redis closed", like the client's pending ones */
     if (e->redis) jj_redis_free(e->redis);
     jj_lru_registry_free_all();   /* last: Lua code may run while the above close */
+    free(e->l1_evicted);
     free(e);
 }
+
+/* A gauge of this worker: name{labels...,worker="N"}. */
+static void set_worker_gauge(const char *name, int worker, int64_t v) {
+    char buf[JJ_METRICS_NAME_MAX + 1];
+    int n = snprintf(buf, sizeof buf, "%s{worker=\"%d\"}", name, worker);
+    if (n > 0 && (size_t)n < sizeof buf) jj_metrics_set(buf, v);
+}
+
+void jj_engine_publish_metrics(jj_engine *e) {
+    int w = e->worker_id;
+    if (e->gen) {
+        set_worker_gauge("policy_generation", w, (int64_t)e->generation);
+        set_worker_gauge("lua_memory_bytes", w, (int64_t)jj_gen_memory(e->gen));
+    }
+    set_worker_gauge("lua_tasks", w, (int64_t)jj_task_count());
+    /* L1: sizes as gauges of this worker, evictions added to one counter
+     * per cache (so restarts of a worker do not make it go backwards) */
+    size_t n = jj_lru_registry_count();
+    if (e->l1_epoch != jj_lru_registry_epoch() || e->l1_n < n) {
+        uint64_t *seen = realloc(e->l1_evicted, (n ? n : 1) * sizeof *seen);
+        if (!seen) return;
+        if (e->l1_epoch != jj_lru_registry_epoch()) e->l1_n = 0;
+        for (size_t i = e->l1_n; i < n; i++) seen[i] = 0;
+        e->l1_evicted = seen;
+        e->l1_n = n;
+        e->l1_epoch = jj_lru_registry_epoch();
+    }
+    for (size_t i = 0; i < n; i++) {
+        jj_lru *c = jj_lru_registry_at(i);
+        jj_lru_stats st;
+        jj_lru_get_stats(c, &st);
+        const char *cname = jj_lru_name(c);
+        char label[JJ_ROUTE_LABEL_MAX + 1], name[JJ_METRICS_NAME_MAX + 1];
+        if (jj_prom_label_escape(label, sizeof label, cname, strlen(cname)) == (size_t)-1) continue;
+        int len = snprintf(name, sizeof name, "l1_items{ns=\"%s\",worker=\"%d\"}", label, w);
+        if (len > 0 && (size_t)len < sizeof name) jj_metrics_set(name, (int64_t)st.items);
+        len = snprintf(name, sizeof name, "l1_bytes{ns=\"%s\",worker=\"%d\"}", label, w);
+        if (len > 0 && (size_t)len < sizeof name) jj_metrics_set(name, (int64_t)st.bytes);
+        if (st.evictions > e->l1_evicted[i]) {
+            len = snprintf(name, sizeof name, "l1_evictions{ns=\"%s\"}", label);
+            if (len > 0 && (size_t)len < sizeof name) jj_metrics_add(name, (int64_t)(st.evictions - e->l1_evicted[i]));
+            e->l1_evicted[i] = st.evictions;
+        }
+    }
+}
+

@@ -60,4 +60,12 @@ unsigned jj_engine_generation(jj_engine *e);
  * only to be validated, no loop runs) or "bare" (specs and tooling). */
 const char *jj_engine_mode(jj_engine *e);
 const char *jj_engine_last_reload_error(jj_engine *e); /* NULL if none */
+
+/* Sets this worker's gauges in the shared metrics (metrics.h), each
+ * labelled worker="<id>" so that every worker has its own series:
+ * policy_generation, lua_memory_bytes, lua_tasks, and per L1 cache
+ * l1_items{ns=..} and l1_bytes{ns=..}; adds the evictions since the last
+ * call to the counter l1_evictions{ns=..}. The worker calls it every second
+ * (and after a reload). */
+void jj_engine_publish_metrics(jj_engine *e);
 #endif

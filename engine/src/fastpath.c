@@ -4,7 +4,7 @@
  *                   content_type = "application/json", bounded = false, beta = 1.0 }
  *       -- while a generation builds: register a route of that generation; the
  *       -- value key is key_prefix .. <cache epoch> .. ":" .. ns .. ":" .. id
- *   fastpath.route{ ..., route = "/api/products/{id}", ratelimits = { rule, ... },
+ *   fastpath.route{ ..., pattern = "/api/products/{id}", ratelimits = { rule, ... },
  *                   ratelimit_message = "...", ratelimit_allow = { "10.0.0.1", ... },
  *                   ratelimit_cidrs = { { lo, hi }, ... } }
  *       -- the rate-limit rules that may apply to the route (jollyjet.ratelimit.fast_rules):
@@ -19,6 +19,7 @@
 #include "fastpath.h"
 #include "engine.h"
 #include "host.h"
+#include "http_stats.h"
 #include "lru.h"
 #include "lua_modules.h"
 #include "lua_ratelimit.h"
@@ -88,6 +89,7 @@ typedef struct {
     rl_set *rls;         /* NULL: no rate-limit rule applies */
     /* metric slots, looked up once (engine.metrics indices are stable) */
     int m_hits, m_level_l1, m_level_l2, m_fast;
+    int route_id;        /* http_stats.h: the route label of its answers */
 } route;
 
 struct jj_fast_table {
@@ -266,22 +268,36 @@ static int l_route(lua_State *L) {
     lua_getfield(L, 1, "max_lag_ms");
     r->max_lag = lua_isnumber(L, -1) ? lua_tonumber(L, -1) / 1000.0 : 1.0;
     lua_pop(L, 3);
-    lua_getfield(L, 1, "route");
+    lua_getfield(L, 1, "pattern");
     if (!lua_isnil(L, -1)) {
         lua_pop(L, 1);
-        copy_field(L, 1, "route", r->pattern, sizeof r->pattern, 1);
+        copy_field(L, 1, "pattern", r->pattern, sizeof r->pattern, 1);
     } else {
         lua_pop(L, 1);
     }
-    r->rls = read_ratelimits(L, r->prefix);   /* last: nothing raises after it allocates */
     char name[128];
     int n = snprintf(name, sizeof name, "cache_hits{ns=\"%s\"}", r->ns);
     r->m_hits = jj_metrics_lookup(name, (size_t)n, JJ_METRIC_COUNTER);
-    static const char l1[] = "cache_hits_level{level=\"L1\"}", l2[] = "cache_hits_level{level=\"L2\"}",
-                      fast[] = "cache_fastpath_hits";
-    r->m_level_l1 = jj_metrics_lookup(l1, sizeof l1 - 1, JJ_METRIC_COUNTER);
-    r->m_level_l2 = jj_metrics_lookup(l2, sizeof l2 - 1, JJ_METRIC_COUNTER);
+    n = snprintf(name, sizeof name, "cache_level_hits{ns=\"%s\",level=\"L1\"}", r->ns);
+    r->m_level_l1 = jj_metrics_lookup(name, (size_t)n, JJ_METRIC_COUNTER);
+    n = snprintf(name, sizeof name, "cache_level_hits{ns=\"%s\",level=\"L2\"}", r->ns);
+    r->m_level_l2 = jj_metrics_lookup(name, (size_t)n, JJ_METRIC_COUNTER);
+    static const char fast[] = "cache_fastpath_hits";
     r->m_fast = jj_metrics_lookup(fast, sizeof fast - 1, JJ_METRIC_COUNTER);
+    /* the route label of the request metrics: the router pattern */
+    lua_getfield(L, 1, "pattern");
+    size_t plen;
+    const char *pattern = lua_tolstring(L, -1, &plen);
+    if (pattern) r->route_id = jj_http_stats_route(pattern, plen);
+    else if ((n = snprintf(name, sizeof name, "%s{id}", r->prefix)) > 0 && (size_t)n < sizeof name)
+        r->route_id = jj_http_stats_route(name, (size_t)n);
+    else r->route_id = JJ_ROUTE_OTHER;
+    lua_pop(L, 1);
+    r->rls = read_ratelimits(L, r->prefix);   /* last: nothing raises after it allocates */
+    if (r->rls && !r->pattern[0]) {
+        rl_set_release(r->rls);
+        return luaL_error(L, "fastpath.route: rate-limit rules need the route's pattern");
+    }
     t->n++;
     return 0;
 }
@@ -475,6 +491,7 @@ static void pending_free(pending *p) {
 
 static void answer(jj_http_conn *c, const route *r, const char *body, size_t len, int level, double at,
                    const pending *p) {
+    jj_http_set_route(c, r->route_id);
     jj_http_response_start(c, 200);
     jj_http_response_header(c, "Content-Type", 12, r->content_type, strlen(r->content_type));
     jj_http_response_header(c, "X-Cache", 7, "HIT", 3);
@@ -514,6 +531,7 @@ static void too_many(pending *p, const jj_rl_result *refused) {
     rl_headers h;
     build_headers(p->applied, p->napplied, refused, &h);
     jj_http_conn *c = p->c;
+    jj_http_set_route(c, p->r.route_id);
     jj_http_response_start(c, 429);
     jj_http_response_header(c, "Content-Type", 12, "application/json", 16);
     send_headers(c, &h);

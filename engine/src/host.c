@@ -21,6 +21,7 @@ struct jj_host_call {
     void *ud;
     int *finished;              /* set while jj_host_run runs the first resume */
     char request_id[24];
+    int route_id;               /* jj_host_set_route; 0: unmatched */
     unsigned char method_len, path_len;
     char method[16];
     char path[255];
@@ -185,6 +186,7 @@ static void on_done(jj_task *t, int status, lua_State *co, int nres, const char 
     const jj_host_sink *sink = h->sink;
     if (h->finished) *h->finished = 1;
     if (!sink) { free(h); return; }   /* cancelled */
+    if (sink->route) sink->route(h->ud, h->route_id);
     if (status != LUA_OK) {
         char what[2048];
         snprintf(what, sizeof what, "handler error: %s", errmsg ? errmsg : "?");
@@ -227,6 +229,13 @@ static void on_done(jj_task *t, int status, lua_State *co, int nres, const char 
     if (nres >= 3 && lua_type(co, base + 3) == LUA_TSTRING) body = lua_tolstring(co, base + 3, &blen);
     sink->end(h->ud, body, blen);
     free(h);
+}
+
+int jj_host_set_route(lua_State *L, int route_id) {
+    jj_host_call *h = jj_task_running_ud(L, on_done);
+    if (!h) return 0;
+    h->route_id = route_id;
+    return 1;
 }
 
 static jj_host_call *run(jj_engine *e, const host_input *in, const jj_host_sink *sink, void *ud) {
@@ -276,7 +285,9 @@ static void conn_fail(void *ud, int status, const char *code, const char *messag
     jj_http_respond_error(ud, status, code, message);
 }
 
-static const jj_host_sink conn_sink = {conn_begin, conn_header, conn_end, conn_discard, conn_fail};
+static void conn_route(void *ud, int route_id) { jj_http_set_route(ud, route_id); }
+
+static const jj_host_sink conn_sink = {conn_begin, conn_header, conn_end, conn_discard, conn_fail, conn_route};
 
 void jj_host_run_lua(jj_engine *e, jj_http_conn *c, const jj_http_exchange *x) {
     jj_host_run(e, x, &conn_sink, c);

@@ -8,6 +8,8 @@
 
 #include "http_server.h"
 
+#include <lua.h>
+
 typedef struct jj_engine jj_engine;
 typedef struct jj_host_call jj_host_call;
 
@@ -22,6 +24,9 @@ typedef struct jj_host_sink {
     void (*discard)(void *ud);   /* drop what begin and header built */
     /* a JSON error response {"success":false,"error":code,"message":...} */
     void (*fail)(void *ud, int status, const char *code, const char *message);
+    /* optional (NULL): before begin or fail, the route the request matched
+     * (http_stats.h id), as the application reported it */
+    void (*route)(void *ud, int route_id);
 } jj_host_sink;
 
 /* Runs the application for x (read only during this call). Returns a handle
@@ -31,6 +36,10 @@ typedef struct jj_host_sink {
 jj_host_call *jj_host_run(jj_engine *e, const jj_http_exchange *x, const jj_host_sink *sink, void *ud);
 /* The sink goes away: nothing more is delivered to it. */
 void jj_host_cancel(jj_host_call *call);
+
+/* [-0, +0, -] From Lua code running a request (engine.metrics.set_route):
+ * the route it matched. Returns 0 when L runs no request of this host. */
+int jj_host_set_route(lua_State *L, int route_id);
 
 /* A jj_http_handler; ud is the jj_engine. Tries the C fast path for cached
  * entity GETs first (fastpath.h), else runs the Lua application. */

@@ -1,5 +1,6 @@
 /* http_server.c: connections, buffers, limits and timeouts (http_server.h). */
 #include "http_server.h"
+#include "http_stats.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -56,6 +57,17 @@ struct jj_http_conn {
     int over_cap;                    /* accepted past MAX_CONNECTIONS: answer 503 */
     char peer[INET6_ADDRSTRLEN];
     char request_id[24];
+    /* per-response accounting (http_stats.h), reset for every request */
+    int status;                      /* of the response being built */
+    int route_id;                    /* jj_http_set_route; JJ_ROUTE_UNMATCHED */
+    int method_id;
+    double t_start;                  /* ev_now when the request was complete enough to answer */
+    size_t path_off, path_len;       /* the path in in[in_off ..], 0 bytes if unparsed */
+    unsigned char xcache_len;        /* X-Cache response header value (access log) */
+    char xcache[23];
+    int access_log;                  /* cfg->access_log (a dead connection's server may be gone) */
+    unsigned char method_len;        /* a method outside the standard ones, copied */
+    char method[15];
     jj_http_conn *prev, *next;
 };
 
@@ -80,6 +92,7 @@ struct jj_http_server {
 static void conn_close(jj_http_conn *c);
 static void process(jj_http_conn *c);
 static void flush(jj_http_conn *c);
+static void next_request_id(jj_http_conn *c);
 
 /* ------------------------------------------------------------ listening */
 
@@ -128,6 +141,7 @@ static int reserve(char **buf, size_t *cap, size_t need) {
 }
 
 static void out_append(jj_http_conn *c, const char *p, size_t n) {
+    if (c->dead) return;   /* nobody to send it to */
     if (reserve(&c->out, &c->out_cap, c->out_len + n) != 0) {
         c->state = S_CLOSING;   /* out of memory: give up on this client */
         return;
@@ -158,6 +172,53 @@ static const char *http_date(jj_http_server *s) {
     return s->date;
 }
 
+/* ----------------------------------------------------------- accounting */
+
+/* A new request on c: nothing known about it yet. */
+static void begin_request(jj_http_conn *c) {
+    c->route_id = JJ_ROUTE_UNMATCHED;
+    c->method_id = JJ_METHOD_OTHER;
+    c->path_off = c->path_len = 0;
+    c->xcache_len = 0;
+    c->t_start = ev_now(c->srv->loop);
+}
+
+/* The request head parsed: its method and where its path is. */
+static void request_parsed(jj_http_conn *c) {
+    c->method_id = jj_http_stats_method(c->req.method, c->req.method_len);
+    if (c->method_id == JJ_METHOD_OTHER) {   /* the buffer may move before the response: copy */
+        c->method_len = (unsigned char)(c->req.method_len < sizeof c->method ? c->req.method_len : sizeof c->method);
+        memcpy(c->method, c->req.method, c->method_len);
+    }
+    c->path_off = (size_t)(c->req.path - (c->in + c->in_off));
+    c->path_len = c->req.path_len;
+}
+
+void jj_http_set_route(jj_http_conn *c, int route_id) { c->route_id = route_id; }
+
+/* Once per response: the request metrics and the access log line. */
+static void account(jj_http_conn *c, int status, size_t body_bytes) {
+    double ms = (ev_time() - c->t_start) * 1000.0;
+    jj_http_stats_record(c->route_id, c->method_id, status, ms);
+    if (!c->access_log) return;
+    jj_access_entry e = {
+        .request_id = c->request_id,
+        .method = c->method_id == JJ_METHOD_OTHER && c->path_len ? c->method
+                                                                  : jj_http_stats_method_name(c->method_id),
+        .path = c->path_len && c->in ? c->in + c->in_off + c->path_off : "",
+        .path_len = c->in ? c->path_len : 0,
+        .route = jj_http_stats_route_label(c->route_id),
+        .status = status,
+        .duration_ms = ms,
+        .bytes = body_bytes,
+        .cache = c->xcache_len ? c->xcache : NULL,
+        .cache_len = c->xcache_len,
+        .remote = c->peer,
+    };
+    e.method_len = e.method == c->method ? c->method_len : strlen(e.method);
+    jj_access_log(&e);
+}
+
 /* --------------------------------------------------------------- timers */
 
 static void arm_timer(jj_http_conn *c, double after) {
@@ -179,6 +240,8 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
         }
         c->keep_alive = 0;
         c->state = S_BUSY;
+        next_request_id(c);
+        begin_request(c);
         jj_http_respond_error(c, 408, "request_timeout", "the request head did not arrive in time");
         return;
     case S_BODY:
@@ -197,14 +260,12 @@ int jj_http_conn_alive(const jj_http_conn *c) { return !c->dead; }
 
 void jj_http_response_start(jj_http_conn *c, int status) {
     if (c->dead) return;
+    c->status = status;
+    c->xcache_len = 0;
     c->resp_mark = c->out_len;
     out_printf(c, "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: jollyjet\r\n", status,
                jj_http_status_text(status), http_date(c->srv));
     /* Remember the status for finish() in the status line itself. */
-}
-
-static int status_of_response(jj_http_conn *c) {
-    return atoi(c->out + c->resp_mark + 9);
 }
 
 int jj_http_response_header(jj_http_conn *c, const char *name, size_t nlen,
@@ -219,6 +280,11 @@ int jj_http_response_header(jj_http_conn *c, const char *name, size_t nlen,
         if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0') return -1;
     /* The server owns framing headers. */
     if (jj_http_is_framing_header(name, nlen)) return 0;
+    if (nlen == 7 && strncasecmp(name, "x-cache", 7) == 0) {   /* for the access log */
+        c->xcache_len = (unsigned char)(vlen < sizeof c->xcache - 1 ? vlen : sizeof c->xcache - 1);
+        memcpy(c->xcache, value, c->xcache_len);
+        c->xcache[c->xcache_len] = 0;
+    }
     out_append(c, name, nlen);
     out_append(c, ": ", 2);
     out_append(c, value, vlen);
@@ -229,9 +295,16 @@ int jj_http_response_header(jj_http_conn *c, const char *name, size_t nlen,
 void jj_http_response_discard(jj_http_conn *c) { if (!c->dead) c->out_len = c->resp_mark; }
 
 void jj_http_response_finish(jj_http_conn *c, const char *body, size_t len) {
-    if (c->dead) { free(c); return; }   /* the client left while we worked */
-    int status = status_of_response(c);
+    if (c->dead) {   /* the client left while we worked: 499, as nginx logs it */
+        account(c, 499, 0);
+        free(c->in);
+        free(c->out);   /* jj_http_respond_error may have appended to it */
+        free(c);
+        return;
+    }
+    int status = c->status;
     int no_body = c->head_only || status == 204 || status == 304 || status < 200;
+    account(c, status, no_body ? 0 : len);
     if (c->srv->draining) c->keep_alive = 0;
     if (status != 204 && status != 304 && status >= 200)
         out_printf(c, "Content-Length: %zu\r\n", len);
@@ -364,6 +437,7 @@ static void process(jj_http_conn *c) {
                 break;
             }
             next_request_id(c);
+            begin_request(c);
             c->partial = 0;
             c->head_only = 0;
             if (rc == JJ_HTTP_ERROR) {
@@ -376,6 +450,7 @@ static void process(jj_http_conn *c) {
                 jj_http_respond_error(c, status, err, reason ? reason : "malformed request");
                 break;
             }
+            request_parsed(c);
             if (c->over_cap) {
                 c->keep_alive = 0;
                 c->state = S_BUSY;
@@ -470,14 +545,18 @@ static void conn_close(jj_http_conn *c) {
     if (c->prev) c->prev->next = c->next; else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     s->nconns--;
-    free(c->in);
     free(c->out);
-    c->in = c->out = NULL;
-    c->in_len = c->in_off = c->in_cap = c->out_len = c->out_off = c->out_cap = 0;
-    /* A handler still owns a busy connection: the struct lives until its
-     * response arrives (jj_http_response_finish frees it). */
-    if (c->state == S_BUSY) c->dead = 1;
-    else free(c);
+    c->out = NULL;
+    c->out_len = c->out_off = c->out_cap = 0;
+    /* A handler still owns a busy connection: the struct (and the request
+     * bytes, for the access log) live until its response arrives
+     * (jj_http_response_finish frees them). */
+    if (c->state == S_BUSY) {
+        c->dead = 1;
+    } else {
+        free(c->in);
+        free(c);
+    }
     if (s->draining && s->nconns == 0 && s->drained) {
         void (*cb)(void *) = s->drained;
         s->drained = NULL;
@@ -509,6 +588,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         c->srv = s;
         c->fd = fd;
+        c->access_log = s->cfg->access_log;
         c->state = S_HEAD;
         c->over_cap = over;
         if (sa.ss_family == AF_INET)

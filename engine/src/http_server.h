@@ -56,6 +56,9 @@ int jj_http_response_header(jj_http_conn *c, const char *name, size_t nlen,
 /* Adds Content-Length/Connection/X-Request-Id, the body (omitted for HEAD
  * and 1xx/204/304), and sends. */
 void jj_http_response_finish(jj_http_conn *c, const char *body, size_t len);
+/* The route the request matched (jj_http_stats_route id), for the request
+ * metrics and the access log; JJ_ROUTE_UNMATCHED until set. */
+void jj_http_set_route(jj_http_conn *c, int route_id);
 /* Discards a response started but not finished. */
 void jj_http_response_discard(jj_http_conn *c);
 /* Convenience: a complete JSON error response {"success":false,...}. */

@@ -37,10 +37,8 @@ static size_t escape(char *out, size_t pos, size_t cap, const char *s) {
     return pos;
 }
 
-static void vlog(int level, const char *members, const char *fmt, va_list ap) {
-    if (level < min_level) return;
-    char msg[4096], line[8192];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+static void write_line(int level, const char *members, const char *msg) {
+    char line[10240];
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
@@ -57,6 +55,15 @@ static void vlog(int level, const char *members, const char *fmt, va_list ap) {
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
 }
+
+static void vlog(int level, const char *members, const char *fmt, va_list ap) {
+    if (level < min_level) return;
+    char msg[4096];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    write_line(level, members, msg);
+}
+
+void jj_log_access(const char *members) { write_line(JJ_LOG_INFO, members, "access"); }
 
 void jj_log(int level, const char *fmt, ...) {
     va_list ap;

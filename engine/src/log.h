@@ -15,6 +15,10 @@ void jj_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 void jj_log_kv(int level, const char *json_members, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* An access log line: {"time":..,"level":"info","worker":..,<members>,"msg":"access"},
+ * written whatever the level (ACCESS_LOG decides). members up to 6 KiB. */
+void jj_log_access(const char *json_members);
+
 #define JJ_DEBUG(...) do { if (jj_log_level() <= JJ_LOG_DEBUG) jj_log(JJ_LOG_DEBUG, __VA_ARGS__); } while (0)
 #define JJ_INFO(...)  jj_log(JJ_LOG_INFO, __VA_ARGS__)
 #define JJ_WARN(...)  jj_log(JJ_LOG_WARN, __VA_ARGS__)

@@ -32,9 +32,15 @@
  * lua_resetthread for a task that failed or was killed) the release script
  * is sent fire-and-forget. Redis trouble on release leaves the key to
  * expire by its TTL.
+ *
+ * Metrics (shared, metrics.h): lock_acquisitions{result="acquired"|"timeout"|
+ * "error"} per acquire call (one outcome each), lock_contended per
+ * attempt refused because someone else held the lock, and lock_wait (ms from
+ * the first attempt to the grant).
  */
 #include "engine.h"
 #include "lua_modules.h"
+#include "metrics.h"
 #include "redis.h"
 #include "task.h"
 
@@ -73,6 +79,11 @@ static const char EXTEND_SRC[] =
     "return 0\n";
 
 static char acquire_sha[41], release_sha[41], extend_sha[41];
+
+static jj_metric m_acquired, m_timeout, m_error, m_contended, m_wait;
+#define M_ACQUIRED "lock_acquisitions{result=\"acquired\"}"
+#define M_TIMEOUT "lock_acquisitions{result=\"timeout\"}"
+#define M_ERROR "lock_acquisitions{result=\"error\"}"
 
 typedef struct lock_ud {
     int held;                   /* 0: closed, owns nothing */
@@ -208,6 +219,7 @@ typedef struct acquire_op {
     double deadline;            /* monotonic */
     double delay;               /* next backoff, seconds */
     double sent_at;             /* monotonic, of the attempt in flight */
+    double started;             /* monotonic, of the first attempt */
     char token[TOKEN_HEX + 1];
     char ttl[24];
     size_t keylen;
@@ -236,6 +248,7 @@ static void acquire_retry(struct ev_loop *loop, ev_timer *t, int revents) {
     const char *err = NULL;
     if (acquire_send(op, &err) != 0) {
         free(op);
+        jj_metric_add(&m_error, M_ERROR, 1);
         resume_with(w, R_ERROR, err ? err : "redis unavailable");
     }
 }
@@ -246,6 +259,7 @@ static void on_acquire_reply(const jj_redis_reply *reply, const char *err, void 
     lua_State *co = jj_wait_target(w);
     if (err) {                         /* connection lost: the key, if set, expires */
         free(op);
+        jj_metric_add(&m_error, M_ERROR, 1);
         if (co) resume_with(w, R_ERROR, err);
         else jj_wait_release(w);
         return;
@@ -272,10 +286,13 @@ static void on_acquire_reply(const jj_redis_reply *reply, const char *err, void 
     }
     if (e) {
         free(op);
+        jj_metric_add(&m_error, M_ERROR, 1);
         resume_reply_error(w, e, elen);
         return;
     }
     if (flag == 1) {
+        jj_metric_add(&m_acquired, M_ACQUIRED, 1);
+        jj_metric_observe(&m_wait, "lock_wait", (mono_now() - op->started) * 1000.0);
         lock_ud *lk = lua_touserdata(co, op->ud_idx);
         lk->held = 1;
         lk->fence = (lua_Integer)value;
@@ -289,9 +306,11 @@ static void on_acquire_reply(const jj_redis_reply *reply, const char *err, void 
     }
 
     /* Refused: try again after a jittered backoff, or give up. */
+    jj_metric_add(&m_contended, "lock_contended", 1);
     double now = mono_now();
     if (now >= op->deadline) {
         free(op);
+        jj_metric_add(&m_timeout, M_TIMEOUT, 1);
         resume_with(w, R_ERROR, "timeout");
         return;
     }
@@ -390,12 +409,14 @@ static int l_acquire(lua_State *L) {
     memcpy(op->keys, lk->key, keylen + 1);
     memcpy(op->keys + keylen + 1, lk->key, keylen);
     memcpy(op->keys + 2 * keylen + 1, ":fence", 7);
-    op->deadline = mono_now() + (double)wait_ms / 1000.0;
+    op->started = mono_now();
+    op->deadline = op->started + (double)wait_ms / 1000.0;
 
     const char *err = NULL;
     if (acquire_send(op, &err) != 0) {
         free(op);
         jj_wait_abandon(w);
+        jj_metric_add(&m_error, M_ERROR, 1);
         return push_refused(L, err);
     }
     return jj_wait_yield(L, w);

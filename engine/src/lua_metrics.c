@@ -9,8 +9,16 @@
  *   metrics.get(name)          -> integer: the total over all workers, 0 if absent
  *   metrics.snapshot(prefix?)  -> { [name] = value } of every name starting with prefix
  *   metrics.overflow()         -> integer: updates dropped because the table was full
+ *   metrics.collect(prefix?)   -> { {name=, kind="counter"|"gauge", value=} |
+ *                                  {name=, kind="histogram", count=, sum= (ms), buckets={cumulative...}}, ... }
+ *                                 every slot unflattened, in table order (for exporters)
+ *   metrics.BUCKETS_MS         the histogram bucket bounds in ms (+Inf implicit)
+ *   metrics.route_id(pattern)  -> integer: the route id the C request metrics use (http_stats.h)
+ *   metrics.set_route(id)      the request this task runs matched route id (for
+ *                              http_requests{route=...} and the access log); -> true,
+ *                              or false outside a request
  *
- * A name is any string of 1..63 bytes (no NUL), labels included:
+ * A name is any string of 1..127 bytes (no NUL), labels included:
  * metrics.incr('cache_hits{ns="product",level="L1"}'). Its first use fixes
  * its kind; using it as another kind raises, as do a non-string name, a
  * name too long and a non-integer or negative n.
@@ -29,6 +37,8 @@
  * Hot path: each VM caches name -> slot index in a table (the functions'
  * shared upvalue), so a repeated incr is a table lookup and one relaxed
  * atomic add: no hashing of the name in C, no allocation, no lock. */
+#include "host.h"
+#include "http_stats.h"
 #include "lua_modules.h"
 #include "metrics.h"
 
@@ -162,6 +172,70 @@ static int l_snapshot(lua_State *L) {
     return 1;
 }
 
+typedef struct {
+    lua_State *L;
+    const char *prefix;
+    size_t plen;
+    lua_Integer n;
+} collect_ctx;
+
+static void collect_one(const jj_metrics_slot *s, void *ud) {
+    collect_ctx *c = ud;
+    lua_State *L = c->L;
+    if (c->plen && (s->len < c->plen || memcmp(s->name, c->prefix, c->plen) != 0)) return;
+    lua_createtable(L, 0, 5);
+    lua_pushlstring(L, s->name, s->len);
+    lua_setfield(L, -2, "name");
+    if (s->kind == JJ_METRIC_HISTOGRAM) {
+        lua_pushliteral(L, "histogram");
+        lua_setfield(L, -2, "kind");
+        lua_pushinteger(L, (lua_Integer)s->value);
+        lua_setfield(L, -2, "count");
+        lua_pushnumber(L, (lua_Number)s->sum_us / 1000.0);
+        lua_setfield(L, -2, "sum");
+        lua_createtable(L, JJ_METRICS_NBUCKETS, 0);
+        for (int b = 0; b < JJ_METRICS_NBUCKETS; b++) {
+            lua_pushinteger(L, (lua_Integer)s->buckets[b]);
+            lua_rawseti(L, -2, b + 1);
+        }
+        lua_setfield(L, -2, "buckets");
+    } else {
+        lua_pushstring(L, s->kind == JJ_METRIC_COUNTER ? "counter" : "gauge");
+        lua_setfield(L, -2, "kind");
+        lua_pushinteger(L, (lua_Integer)s->value);
+        lua_setfield(L, -2, "value");
+    }
+    lua_rawseti(L, -2, ++c->n);   /* may raise (memory): foreach holds no resources */
+}
+
+/* [-(0|1), +1, m] metrics.collect(prefix?) -> { record, ... } */
+static int l_collect(lua_State *L) {
+    collect_ctx c = {L, NULL, 0, 0};
+    if (!lua_isnoneornil(L, 1)) {
+        if (lua_type(L, 1) != LUA_TSTRING) luaL_typeerror(L, 1, "string");
+        c.prefix = lua_tolstring(L, 1, &c.plen);
+    }
+    lua_newtable(L);
+    jj_metrics_foreach_slot(collect_one, &c);
+    return 1;
+}
+
+/* [-1, +1, -] metrics.route_id(pattern) -> integer */
+static int l_route_id(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_pushinteger(L, jj_http_stats_route(s, len));
+    return 1;
+}
+
+/* [-1, +1, -] metrics.set_route(id) -> boolean */
+static int l_set_route(lua_State *L) {
+    lua_Integer id = check_int(L, 1);
+    luaL_argcheck(L, id >= 0 && id < JJ_ROUTE_MAX, 1, "not a route id (metrics.route_id)");
+    lua_pushboolean(L, jj_host_set_route(L, (int)id));
+    return 1;
+}
+
 /* [-0, +1, -] metrics.overflow() -> dropped updates */
 static int l_overflow(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)jj_metrics_overflow());
@@ -176,9 +250,19 @@ int luaopen_engine_metrics(lua_State *L) {
         {"get", l_get},
         {"snapshot", l_snapshot},
         {"overflow", l_overflow},
+        {"collect", l_collect},
+        {"route_id", l_route_id},
+        {"set_route", l_set_route},
         {NULL, NULL}};
     luaL_newlibtable(L, fns);
     lua_newtable(L);   /* name -> slot index, shared by the functions of this VM */
     luaL_setfuncs(L, fns, 1);
+    const double *bounds = jj_metrics_bounds_ms();
+    lua_createtable(L, JJ_METRICS_NBUCKETS - 1, 0);
+    for (int b = 0; b < JJ_METRICS_NBUCKETS - 1; b++) {
+        lua_pushnumber(L, bounds[b]);
+        lua_rawseti(L, -2, b + 1);
+    }
+    lua_setfield(L, -2, "BUCKETS_MS");
     return 1;
 }

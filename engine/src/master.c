@@ -112,6 +112,7 @@ int jj_master_run(const jj_config *cfg) {
     int n = cfg->workers;
     slot *w = calloc((size_t)n, sizeof *w);
     if (jj_metrics_init(0) != 0) JJ_WARN("metrics: shared memory unavailable (%s): per-worker counts", strerror(errno));
+    jj_metrics_set("workers", n);
     int closefds[] = {sfd, ready[0], ifd, -1};
     if (ifd < 0) closefds[2] = -1;
     for (int i = 0; i < n; i++) {
@@ -197,6 +198,7 @@ int jj_master_run(const jj_config *cfg) {
                         JJ_ERROR("worker %d (pid %d) exited with %d; restarting in %.1fs", i, (int)pid, code,
                                  w[i].backoff);
                     w[i].restart_at = now + w[i].backoff;
+                    jj_metrics_add("worker_restarts", 1);
                     w[i].backoff = w[i].backoff * 2 > 5 ? 5 : w[i].backoff * 2;
                     break;
                 }

@@ -1,8 +1,8 @@
 /* metrics.c: the shared metrics table (see metrics.h).
  *
- * Layout of the region (one mmap, 128-byte units so no two slots share a
- * cache line and the region has no pointers: it is valid at the same or any
- * address in every process):
+ * Layout of the region (one mmap, 192-byte units, so no two slots share a
+ * cache line, and no pointers: it is valid at the same or any address in
+ * every process):
  *   [header][slot 0 .. nslots-1][histogram record 0 .. nhist-1]
  *
  * A slot's state word is 0 (EMPTY) or (hash & ~3) | CLAIMING / READY / DEAD.
@@ -32,7 +32,7 @@
 _Static_assert(ATOMIC_LONG_LOCK_FREE == 2 && ATOMIC_LLONG_LOCK_FREE == 2,
                "64-bit atomics must be lock-free (address-free) to live in shared memory");
 
-#define UNIT 128
+#define UNIT 192
 #define MAX_SLOTS (1u << 24)
 #define CLAIM_WAIT_S 0.1
 
@@ -65,6 +65,7 @@ typedef struct region region;   /* opaque: the start of the mapping */
 
 static _Atomic(region *) g_region;
 static atomic_int g_warned;
+static atomic_uint g_epoch;   /* bumped whenever a region is installed */
 
 static const double bounds_ms[] = JJ_METRICS_BUCKETS_MS;
 static const char *const le_names[JJ_METRICS_NBUCKETS] = {
@@ -95,6 +96,8 @@ int jj_metrics_init(size_t slots) {
     if (!atomic_compare_exchange_strong_explicit(&g_region, &expected, r, memory_order_acq_rel,
                                                  memory_order_acquire))
         munmap(p, size);   /* another thread won the lazy creation */
+    else
+        atomic_fetch_add_explicit(&g_epoch, 1, memory_order_release);
     return 0;
 }
 
@@ -109,6 +112,12 @@ void jj_metrics_reset_for_tests(void) {
     region *r = atomic_exchange(&g_region, NULL);
     if (r) munmap(r, hdr(r)->map_size);
 }
+
+unsigned jj_metrics_epoch(void) {
+    reg();   /* the region this epoch names exists */
+    return atomic_load_explicit(&g_epoch, memory_order_acquire);
+}
+
 
 size_t jj_metrics_capacity(void) {
     region *r = reg();
@@ -297,6 +306,42 @@ static int by_name(const char *name, int kind, int64_t iv, double dv) {
     return rc < 0 ? -1 : 0;
 }
 
+/* The cached index of m for name/kind (looked up when m belongs to no or
+ * an older region), or a negative code. */
+static int ref_index(jj_metric *m, const char *name, int kind) {
+    unsigned ep = atomic_load_explicit(&g_epoch, memory_order_acquire);
+    if (m->epoch == ep && ep != 0) return m->idx;
+    int idx = jj_metrics_lookup(name, name ? strnlen(name, JJ_METRICS_NAME_MAX + 1) : 0, kind);
+    ep = atomic_load_explicit(&g_epoch, memory_order_acquire);   /* lookup may have mapped the region */
+    if (idx == JJ_METRICS_EFULL) return idx;   /* not cached: there may be room later */
+    m->idx = idx;    /* JJ_METRICS_EINVAL is cached too: it never changes */
+    m->epoch = ep;
+    return idx;
+}
+
+static int ref_done(int idx, int rc) {
+    if (idx == JJ_METRICS_EFULL) {
+        jj_metrics_drop();
+        return 1;
+    }
+    return idx < 0 || rc < 0 ? -1 : 0;
+}
+
+int jj_metric_add(jj_metric *m, const char *name, int64_t n) {
+    int idx = ref_index(m, name, JJ_METRIC_COUNTER);
+    return ref_done(idx, idx >= 0 ? jj_metrics_add_at(idx, n) : 0);
+}
+
+int jj_metric_set(jj_metric *m, const char *name, int64_t v) {
+    int idx = ref_index(m, name, JJ_METRIC_GAUGE);
+    return ref_done(idx, idx >= 0 ? jj_metrics_set_at(idx, v) : 0);
+}
+
+int jj_metric_observe(jj_metric *m, const char *name, double ms) {
+    int idx = ref_index(m, name, JJ_METRIC_HISTOGRAM);
+    return ref_done(idx, idx >= 0 ? jj_metrics_observe_at(idx, ms) : 0);
+}
+
 int jj_metrics_add(const char *name, int64_t n) { return by_name(name, JJ_METRIC_COUNTER, n, 0); }
 int jj_metrics_set(const char *name, int64_t v) { return by_name(name, JJ_METRIC_GAUGE, v, 0); }
 int jj_metrics_observe(const char *name, double ms) { return by_name(name, JJ_METRIC_HISTOGRAM, 0, ms); }
@@ -460,3 +505,32 @@ void jj_metrics_foreach(jj_metrics_each *cb, void *ud) {
         cb(buf, JJ_METRIC_HIST_COUNT, c, ud);
     }
 }
+
+void jj_metrics_foreach_slot(jj_metrics_slot_each *cb, void *ud) {
+    region *r = reg();
+    if (!r) return;
+    size_t n = hdr(r)->nslots;
+    int64_t buckets[JJ_METRICS_NBUCKETS];
+    for (size_t i = 0; i < n; i++) {
+        mslot *s = slot_at(r, i);
+        if ((atomic_load_explicit(&s->state, memory_order_acquire) & ST_MASK) != ST_READY) continue;
+        jj_metrics_slot out = {s->name, s->len, (int)s->kind, 0, 0, NULL};
+        if (s->kind != JJ_METRIC_HISTOGRAM) {
+            out.value = atomic_load_explicit(&s->value, memory_order_relaxed);
+        } else {
+            mhist *hi = record_of(r, s);
+            if (!hi) continue;
+            int64_t c = 0;
+            for (int b = 0; b < JJ_METRICS_NBUCKETS; b++) {
+                c += atomic_load_explicit(&hi->bucket[b], memory_order_relaxed);
+                buckets[b] = c;
+            }
+            out.value = c;
+            out.sum_us = atomic_load_explicit(&hi->sum_us, memory_order_relaxed);
+            out.buckets = buckets;
+        }
+        cb(&out, ud);
+    }
+}
+
+const double *jj_metrics_bounds_ms(void) { return bounds_ms; }

@@ -35,8 +35,8 @@
 #include <stdint.h>
 
 #define JJ_METRICS_DEFAULT_SLOTS 4096
-#define JJ_METRICS_NAME_MAX 63        /* bytes of a key (slot name) */
-#define JJ_METRICS_DERIVED_MAX 95     /* bytes of a flattened histogram name */
+#define JJ_METRICS_NAME_MAX 127       /* bytes of a key (slot name) */
+#define JJ_METRICS_DERIVED_MAX 159    /* bytes of a flattened histogram name */
 #define JJ_METRICS_NBUCKETS 14        /* 13 finite bounds + +Inf */
 
 /* Bucket upper bounds in milliseconds (the last, +Inf, is implicit). */
@@ -84,6 +84,24 @@ int jj_metrics_get_ex(const char *name, size_t len, int64_t *value);
 typedef void jj_metrics_each(const char *name, int kind, int64_t value, void *ud);
 void jj_metrics_foreach(jj_metrics_each *cb, void *ud);
 
+/* Calls cb for every READY slot, in table order, unflattened: a counter
+ * or gauge with its value, a histogram with its JJ_METRICS_NBUCKETS
+ * cumulative bucket counts (the last, +Inf, equals value, its count) and
+ * its sum. For exporters that group names into families themselves. cb
+ * must not call back into jj_metrics_init/reset. */
+typedef struct jj_metrics_slot {
+    const char *name;        /* valid only during the call */
+    size_t len;
+    int kind;                /* COUNTER, GAUGE or HISTOGRAM */
+    int64_t value;           /* counter/gauge value; histogram: its count */
+    int64_t sum_us;          /* histogram: sum of the observations in microseconds */
+    const int64_t *buckets;  /* histogram: NBUCKETS cumulative counts; else NULL */
+} jj_metrics_slot;
+typedef void jj_metrics_slot_each(const jj_metrics_slot *s, void *ud);
+void jj_metrics_foreach_slot(jj_metrics_slot_each *cb, void *ud);
+/* Bucket upper bounds in ms, as JJ_METRICS_BUCKETS_MS (NBUCKETS - 1 of them). */
+const double *jj_metrics_bounds_ms(void);
+
 /* Updates dropped because the table or the histogram area was full. */
 uint64_t jj_metrics_overflow(void);
 /* Slot capacity of the current region (creating it lazily if needed). */
@@ -101,6 +119,26 @@ int jj_metrics_add_at(int idx, int64_t n);
 int jj_metrics_set_at(int idx, int64_t v);
 int jj_metrics_observe_at(int idx, double value_ms);
 void jj_metrics_drop(void);
+
+/* A fixed name's slot, looked up on first use and cached by the caller
+ * (static or in a long-lived struct; zero-initialised = not looked up):
+ *
+ *     static jj_metric m_hits;
+ *     jj_metric_add(&m_hits, "cache_hits{ns=\"x\"}", 1);
+ *
+ * After the first call an update is one relaxed atomic operation. A cache
+ * made for an earlier region (jj_metrics_reset_for_tests) is looked up
+ * again. A name that is invalid or of another kind is never counted; a full
+ * table drops the update (jj_metrics_drop) and tries again next time. */
+typedef struct jj_metric {
+    int idx;
+    unsigned epoch;   /* jj_metrics_epoch() the index belongs to; 0: none */
+} jj_metric;
+int jj_metric_add(jj_metric *m, const char *name, int64_t n);
+int jj_metric_set(jj_metric *m, const char *name, int64_t v);
+int jj_metric_observe(jj_metric *m, const char *name, double value_ms);
+/* Identifies the current region (changes when a new one is mapped); never 0. */
+unsigned jj_metrics_epoch(void);
 
 /* Unit tests only: unmaps the region so that the next jj_metrics_init (or
  * use) starts from an empty table. Any cached index becomes invalid. */

@@ -32,6 +32,7 @@
 #include "redis_internal.h"
 
 #include "log.h"
+#include "metrics.h"
 #include "sha1.h"
 
 #include <ev.h>
@@ -83,7 +84,7 @@ typedef struct op {
     const char *what;      /* handshake step name, for errors */
     jj_redis_cb *cb;       /* OP_USER, OP_EVALSHA, OP_RELOAD */
     void *privdata;
-    double sent;           /* ev_time() when sent (pings) */
+    double sent;           /* ev_time() when first sent (latency samples) */
     int retried;           /* EVALSHA: NOSCRIPT recovery already used */
     size_t script;         /* EVALSHA: index into r->scripts */
     int argc;              /* EVALSHA: owned copy of the full command, */
@@ -118,6 +119,9 @@ struct jj_redis {
 
     double latency_ms;
     uint64_t reconnects, script_reloads;
+    /* shared metrics: redis_command_duration (ms), redis_reconnects,
+     * redis_script_reloads */
+    jj_metric m_duration, m_reconnects, m_reloads;
 
     script *scripts;
     size_t nscripts, cap_scripts;
@@ -297,8 +301,8 @@ static int send_op(jj_redis *r, redisAsyncContext *ac, op *o, int argc,
     if (redisAsyncCommandArgv(ac, on_reply, o, argc, argv, argvlen) != REDIS_OK)
         return -1;
     o->conn = r->conn;
-    if (o->kind == OP_PING || o->kind == OP_HANDSHAKE)
-        o->sent = ev_time();   /* latency samples; not worth a clock read per command */
+    if (o->sent == 0)
+        o->sent = ev_time();   /* a NOSCRIPT retry keeps its first send time */
     if (r->outstanding++ == 0)
         r->last_progress = ev_now(r->loop);
     return 0;
@@ -374,8 +378,10 @@ static void become_up(jj_redis *r) {
     r->state = ST_UP;
     ev_timer_stop(r->loop, &r->deadline);
     r->ep.backoff_ms = BACKOFF_MIN_MS;
-    if (r->ever_up)
+    if (r->ever_up) {
         r->reconnects++;
+        jj_metric_add(&r->m_reconnects, "redis_reconnects", 1);
+    }
     r->ever_up = 1;
     ev_timer_set(&r->tick, TICK_S, TICK_S);
     ev_timer_start(r->loop, &r->tick);
@@ -513,6 +519,8 @@ static void deliver(op *o, redisReply *rep) {
     const char *err = NULL;
     if (rep == NULL)
         err = r->closing ? ERR_CLOSED : ERR_LOST;
+    else   /* the round trip of a command that got its answer (an error reply included) */
+        jj_metric_observe(&r->m_duration, "redis_command_duration", (ev_time() - o->sent) * 1000.0);
     r->pending--;
     o->cb((const jj_redis_reply *)rep, err, o->privdata);
 }
@@ -571,6 +579,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
             o->retried = 1;
             o->kind = OP_RELOAD;
             r->script_reloads++;
+            jj_metric_add(&r->m_reloads, "redis_script_reloads", 1);
             if (send_op(r, ac, o, 3, argv, len) == 0)
                 return;
             deliver(o, NULL);

@@ -288,6 +288,11 @@ static void task_resume(jj_task *t, int nargs) {
 
 void jj_task_run(jj_task *t, int nargs) { task_resume(t, nargs); }
 
+void *jj_task_running_ud(lua_State *L, jj_task_done *done) {
+    jj_task *t = gen_of(L)->running;
+    return t && done && t->done == done ? t->ud : NULL;
+}
+
 /* --------------------------------------------------------------- waits */
 
 static void wait_unref(jj_wait *w) {

@@ -54,6 +54,9 @@ typedef void jj_task_done(jj_task *t, int status, lua_State *co, int nres,
 jj_task *jj_task_new(jj_gen *g, jj_task_done *done, void *ud);
 lua_State *jj_task_state(jj_task *t);
 void jj_task_run(jj_task *t, int nargs);
+/* The ud of the task running in L's generation right now when its done
+ * callback is `done` (so its creator can find its own state), else NULL. */
+void *jj_task_running_ud(lua_State *L, jj_task_done *done);
 /* Forget the done callback (its receiver went away); the task still runs
  * to completion so that its waits resume exactly once. */
 void jj_task_detach(jj_task *t);

@@ -6,6 +6,7 @@
 #include "host.h"
 #include "http_server.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <ev.h>
 #include <signal.h>
@@ -20,7 +21,9 @@ typedef struct {
     jj_http_server *http;
     ev_signal sigterm, sigint, sighup;
     ev_timer grace;
+    ev_timer stats;    /* publishes this worker's gauges every second */
     int draining;
+    int id;
 } worker;
 
 static void drained(void *ud) {
@@ -45,6 +48,15 @@ static void on_stop(struct ev_loop *loop, ev_signal *s, int revents) {
     w->grace.data = w;
     ev_timer_start(loop, &w->grace);
     jj_http_server_drain(w->http, drained, w);
+}
+
+static void on_stats(struct ev_loop *loop, ev_timer *t, int revents) {
+    (void)loop; (void)revents;
+    worker *w = t->data;
+    jj_engine_publish_metrics(w->engine);
+    char name[64];
+    snprintf(name, sizeof name, "http_connections{worker=\"%d\"}", w->id);
+    jj_metrics_set(name, jj_http_server_connections(w->http));
 }
 
 static void on_hup(struct ev_loop *loop, ev_signal *s, int revents) {
@@ -78,6 +90,11 @@ int jj_worker_run(const jj_config *cfg, int worker_id) {
     ev_signal_start(w.loop, &w.sigterm);
     ev_signal_start(w.loop, &w.sigint);
     ev_signal_start(w.loop, &w.sighup);
+    w.id = worker_id;
+    ev_timer_init(&w.stats, on_stats, 0., 1.);
+    w.stats.data = &w;
+    ev_timer_start(w.loop, &w.stats);
+    ev_unref(w.loop);   /* the stats timer alone does not keep the worker running */
     /* Tell the master this worker serves (it stops on a start-up error only
      * while no worker ever became ready). */
     const char *rfd = getenv("JJ_READY_FD");
@@ -91,6 +108,8 @@ int jj_worker_run(const jj_config *cfg, int worker_id) {
     JJ_INFO("worker serving on %s:%d (generation %u)", cfg->host, cfg->port, jj_engine_generation(w.engine));
     ev_run(w.loop, 0);
     ev_timer_stop(w.loop, &w.grace);
+    ev_ref(w.loop);
+    ev_timer_stop(w.loop, &w.stats);
     ev_signal_stop(w.loop, &w.sigterm);
     ev_signal_stop(w.loop, &w.sigint);
     ev_signal_stop(w.loop, &w.sighup);

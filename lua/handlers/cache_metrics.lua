@@ -56,24 +56,34 @@ local function cache_metrics()
   local snap = metrics.snapshot("cache_")
   local overall, by_ns = {}, {}
   for _, field in pairs(FIELDS) do overall[field] = 0 end
+  local function ns_table(ns)
+    local t = by_ns[ns]
+    if not t then
+      t = { l1Hits = 0, l2Hits = 0 }
+      for _, f in pairs(FIELDS) do t[f] = 0 end
+      by_ns[ns] = t
+    end
+    return t
+  end
+  overall.l1Hits, overall.l2Hits = 0, 0
   for name, value in pairs(snap) do
     local what, ns = name:match('^cache_([%w_]+){ns="([%w_]+)"}$')
     local field = what and FIELDS[what]
     if field then
-      local t = by_ns[ns]
-      if not t then
-        t = {}
-        for _, f in pairs(FIELDS) do t[f] = 0 end
-        by_ns[ns] = t
-      end
+      local t = ns_table(ns)
       t[field] = t[field] + value
-      if field ~= "loaderCalls" then overall[field] = overall[field] + value end
+      overall[field] = overall[field] + value
+    else
+      local lns, level = name:match('^cache_level_hits{ns="([%w_]+)",level="(L[12])"}$')
+      if lns then
+        field = level == "L1" and "l1Hits" or "l2Hits"
+        local t = ns_table(lns)
+        t[field] = t[field] + value
+        overall[field] = overall[field] + value
+      end
     end
   end
-  overall.loaderCalls = snap["cache_loader_calls"] or 0
   overall.hitRate = rate(overall.cacheHits, overall.cacheMisses)
-  overall.l1Hits = snap['cache_hits_level{level="L1"}'] or 0
-  overall.l2Hits = snap['cache_hits_level{level="L2"}'] or 0
   overall.journaledInvalidations = snap["cache_journaled"] or 0
   overall.fastPathHits = snap["cache_fastpath_hits"] or 0   -- hits answered by the C host without Lua
   for _, t in pairs(by_ns) do t.hitRate = rate(t.cacheHits, t.cacheMisses) end

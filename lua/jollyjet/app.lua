@@ -7,6 +7,7 @@
 -- and each fn(req) returns status, body, headers: body may be a string or a
 -- table (sent as JSON).
 local core = require "engine.core"
+local metrics = require "engine.metrics"
 local router = require "jollyjet.router"
 local cache = require "jollyjet.cache"
 local policy = require "jollyjet.policy"
@@ -18,6 +19,7 @@ local alerts = require "jollyjet.alerts"
 
 local type, ipairs, error, xpcall, tostring = type, ipairs, error, xpcall, tostring
 local traceback = debug.traceback
+local set_route = metrics.set_route
 
 local _M = {}
 
@@ -39,6 +41,9 @@ for _, file in ipairs(names) do
     if not ok then error(("%s/%s:1: route %d: %s"):format(dir, file, i, err), 0) end
   end
 end
+-- The C host counts every response by route (http_requests{route=...}) and
+-- logs it: each route gets its label's id once, and handle() reports it.
+for _, route in ipairs(r.routes) do route.metrics_id = metrics.route_id(route.pattern) end
 response_cache.check_routes(r)   -- every policies/response_cache.lua rule names a GET route
 ratelimit.check_routes(r)        -- every policies/ratelimits.lua route rule names a route
 
@@ -51,7 +56,7 @@ for _, route in ipairs(r.routes) do
     local prefix = route.pattern:match("^(.*/){[%a_][%w_]*}$")
     local limits = prefix and ratelimit.fast_rules(route.pattern, prefix)
     if limits and not response_cache.rule_for({ method = "GET", route = route.pattern }) then
-      cache.fast_route(prefix, ns, limits)
+      cache.fast_route(prefix, ns, route.pattern, limits)
     end
   end
 end
@@ -93,6 +98,7 @@ function _M.handle(req)
     local s, b, h = http.error(404, "not_found", "no route for " .. req.path)
     return s, h, b
   end
+  set_route(route.metrics_id)
   local args, qerr = http.parse_query(req.query)
   if not args then
     local s, b, h = http.error(400, "bad_request", qerr)

@@ -120,6 +120,17 @@ local function count(name, ns, n)
   metrics.incr(m, n or 1)
 end
 
+-- Hits by namespace and level: cache_level_hits{ns="product",level="L1"} (the
+-- C fast path counts its own answers under the same names).
+local level_names = {}   -- ns -> level -> name
+local function level_hit(ns, level, n)
+  local by_level = level_names[ns]
+  if not by_level then by_level = {}; level_names[ns] = by_level end
+  local m = by_level[level]
+  if not m then m = fmt('cache_level_hits{ns="%s",level="%s"}', ns, level); by_level[level] = m end
+  metrics.incr(m, n or 1)
+end
+
 local function token()
   local b = core.random_bytes(12)
   return fmt(("%02x"):rep(12), byte(b, 1, 12))
@@ -340,7 +351,6 @@ local refreshing = {}   -- "epoch\0ns\0key" -> true while a background refresh r
 
 local function load_direct(ns, loader)
   count("loader_calls", ns)
-  metrics.incr("cache_loader_calls")
   local v, ver_or_err = loader()
   return v, ver_or_err
 end
@@ -387,7 +397,6 @@ local function do_fill(ns, key, loader, opts, stale, ep)
       end
       local t0 = core.time()
       count("loader_calls", ns)
-      metrics.incr("cache_loader_calls")
       local lok, value, ver_or_err = pcall(loader)
       if not lok then   -- give the lease back, or other workers wait lease_ms for nothing
         redis.evalsha(RELEASE, { lkey(ns, key, ep) }, { tok })
@@ -496,7 +505,7 @@ function _M.fetch(ns, key, loader, opts)
       local env = decode(s)
       if env and env.expiry > now then
         count("hits", ns)
-        metrics.incr('cache_hits_level{level="L1"}')
+        level_hit(ns, "L1")
         return env.value, nil, "HIT", "L1", env.at
       end
     end
@@ -526,7 +535,7 @@ function _M.fetch(ns, key, loader, opts)
       end
       l1_store(l1, seq, key, raw, math.min(env.expiry - now, nc.max_lag_ms / 1000))
       count("hits", ns)
-      metrics.incr('cache_hits_level{level="L2"}')
+      level_hit(ns, "L2")
       return env.value, nil, "HIT", "L2", env.at
     elseif now < env.expiry + c.grace then
       count("stale", ns)
@@ -563,6 +572,7 @@ function _M.fetch_many(ns, keys, loader_many, opts)
     if env and env.expiry > now then
       values[k], sources[k] = env.value, "HIT"
       count("hits", ns)
+      level_hit(ns, "L1")
     else
       want[#want + 1] = k
     end
@@ -582,6 +592,7 @@ function _M.fetch_many(ns, keys, loader_many, opts)
       if env and env.expiry > now then
         values[k], sources[k] = env.value, "HIT"
         count("hits", ns)
+        level_hit(ns, "L2")
         l1_store(l1, seq, k, s, math.min(env.expiry - now, nc.max_lag_ms / 1000))
       else
         missing[#missing + 1] = k
@@ -594,7 +605,6 @@ function _M.fetch_many(ns, keys, loader_many, opts)
 
   count("misses", ns, #missing)
   count("loader_calls", ns)
-  metrics.incr("cache_loader_calls")
   local loaded, err = loader_many(missing)
   if not loaded then return nil, err, sources end
   local src = usable and "MISS" or "BYPASS"
@@ -780,17 +790,19 @@ end
 
 -- Lets the C host answer GET <prefix><key> with the fresh cached value of
 -- ns:key (engine.fastpath); called by the app while the generation builds.
--- `limits` (optional): jollyjet.ratelimit.fast_rules' answer for the route,
--- which the C host then checks itself before the lookup.
-function _M.fast_route(prefix, ns, limits)
+-- pattern: the router pattern (the route label of the C request metrics, and
+-- the key of rate-limit rules keyed by route). `limits` (optional):
+-- jollyjet.ratelimit.fast_rules' answer for the route, which the C host
+-- then checks itself before the lookup.
+function _M.fast_route(prefix, ns, pattern, limits)
   local c, _, nc = ns_conf(ns)
   local t = {
-    prefix = prefix, ns = ns, key_prefix = redis.key("c") .. ":",   -- .. epoch .. ":" .. ns .. ":" .. id
+    prefix = prefix, ns = ns, key_prefix = redis.key("c") .. ":", pattern = pattern,  -- key: .. epoch .. ":" .. ns .. ":" .. id
     content_type = "application/json", bounded = nc.consistency == "bounded", beta = c.beta,
     max_lag_ms = nc.max_lag_ms,
   }
   if limits and #limits.rules > 0 then
-    t.route, t.ratelimits, t.ratelimit_message = limits.route, limits.rules, limits.message
+    t.ratelimits, t.ratelimit_message = limits.rules, limits.message
     t.ratelimit_allow, t.ratelimit_cidrs = limits.allow, limits.cidrs
   end
   fastpath.route(t)

@@ -104,6 +104,11 @@ local function compile_rule(p, r, workers)
     current_item = fmt('"%s";r=', r.name),   -- .. remaining .. ";t=" .. seconds
     ip_keys = {}, ip_keys_n = 0,             -- addr -> key, for key = "ip"
     logged_at = -huge,
+    -- engine.metrics names (jollyjet_ratelimit_*_total{rule=...} on /metrics)
+    m_allowed = fmt('ratelimit_allowed{rule="%s"}', r.name),
+    m_rejected = fmt('ratelimit_rejected{rule="%s"}', r.name),
+    m_unavailable = fmt('ratelimit_unavailable{rule="%s"}', r.name),
+    m_redis_failures = fmt('ratelimit_redis_failures{rule="%s"}', r.name),
   }
 end
 
@@ -258,14 +263,12 @@ local function too_many(L, res, results, n)
   h["X-RateLimit-Remaining"] = res.remaining
   h["X-RateLimit-Reset"] = ceil(res.reset)
   h["Retry-After"] = after
-  metrics.incr("ratelimit.rejected")
   local s, b, hh = http.json(429, { success = false, error = "Rate limit exceeded", message = L.message,
                                     retryAfter = after }, h)
   return s, hh, b
 end
 
 local function unavailable()
-  metrics.incr("ratelimit.refused_unavailable")
   local s, b, h = http.error(503, "rate_limit_unavailable",
     "rate limiting is unavailable (Redis cannot be reached), so the request was refused; try again shortly")
   h["Retry-After"] = 5
@@ -291,11 +294,12 @@ function _M.apply(L, req)
       local res, err = rl_check(key, r.lim)
       if not res then
         warn(r, err)
-        metrics.incr("ratelimit.redis_failures")
+        metrics.incr(r.m_redis_failures)
         local mode = r.failure_mode
         if mode == "local" then
           res = rl_local_check(key, r.local_lim)
         elseif mode == "closed" then
+          metrics.incr(r.m_unavailable)
           return unavailable()
         end
       end
@@ -307,7 +311,11 @@ function _M.apply(L, req)
           results = results or { r1, res1 }
           results[2 * n - 1], results[2 * n] = r, res
         end
-        if not res.allowed then return too_many(L, res, results or { r1, res1 }, n) end
+        if not res.allowed then
+          metrics.incr(r.m_rejected)
+          return too_many(L, res, results or { r1, res1 }, n)
+        end
+        metrics.incr(r.m_allowed)
       end
     end
   end

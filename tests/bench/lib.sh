@@ -177,7 +177,7 @@ start_engine() {
       REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT" REDIS_KEY_PREFIX="bench$port:" \
       DB_PATH="$dbp" LUA_DIR="$lua" POLICY_DIR="$pol" \
       MIGRATIONS_DIR="$SRC/engine/migrations" PID_FILE="$TMP/var/$name.pid" \
-      LOG_LEVEL=warn RATELIMIT_ENABLED=false SHUTDOWN_GRACE=2 \
+      LOG_LEVEL=warn RATELIMIT_ENABLED=false ACCESS_LOG=false SHUTDOWN_GRACE=2 \
       "$@" "$BIN" serve
   ) >"$TMP/$name.log" 2>&1 &
   LAST_PID=$!

@@ -172,6 +172,9 @@ class Engine:
             # The shipped policy limits every /api/ route to 100/min per IP and
             # every test client is 127.0.0.1: tests opt in (test_ratelimit.py).
             "RATELIMIT_ENABLED": "false",
+            # A line per response would make the load tests' logs huge; the
+            # access log test turns it on (test_metrics_http.py).
+            "ACCESS_LOG": "false",
         })
         self.env.pop("REDIS_URL", None)
         if env:

@@ -38,6 +38,7 @@ int main(void) {
     CHECK_INT(c.max_body, 1 << 20);
     CHECK_INT(c.has_admin_token, 0);
     CHECK_INT(c.ratelimit_enabled, 1);
+    CHECK_INT(c.access_log, 1);
 
     /* REDIS_URL with user, password, port and db */
     CHECK_INT(load(&c, err, "REDIS_URL", "redis://app:s%40cret@cache.local:6380/3", NULL, NULL), 0);
@@ -75,6 +76,8 @@ int main(void) {
     CHECK(strncmp(err, "WATCH:", 6) == 0);
     CHECK_INT(load(&c, err, "RATELIMIT_ENABLED", "sometimes", NULL, NULL), -1);
     CHECK(strncmp(err, "RATELIMIT_ENABLED:", 18) == 0);
+    CHECK_INT(load(&c, err, "ACCESS_LOG", "verbose", NULL, NULL), -1);
+    CHECK(strncmp(err, "ACCESS_LOG:", 11) == 0);
     CHECK_INT(load(&c, err, "MAX_BODY_BYTES", "-1", NULL, NULL), -1);
     CHECK_INT(load(&c, err, "HEADER_TIMEOUT", "100", NULL, NULL), -1);
     CHECK(strstr(err, "HEADER_TIMEOUT") == err);
@@ -89,5 +92,9 @@ int main(void) {
     CHECK_INT(c.ratelimit_enabled, 1);
     CHECK_INT(load(&c, err, "RATELIMIT_ENABLED", "off", NULL, NULL), 0);
     CHECK_INT(c.ratelimit_enabled, 0);
+    CHECK_INT(load(&c, err, "ACCESS_LOG", "false", NULL, NULL), 0);
+    CHECK_INT(c.access_log, 0);
+    CHECK_INT(load(&c, err, "ACCESS_LOG", "TRUE", NULL, NULL), 0);
+    CHECK_INT(c.access_log, 1);
     return jj_test_done();
 }

@@ -69,13 +69,13 @@ static void test_counters_and_names(void) {
     CHECK_INT(jj_metrics_add("big", INT64_C(1) << 40), 0);
     CHECK_INT(jj_metrics_get("big"), INT64_C(1) << 41);
 
-    char name[80];
+    char name[JJ_METRICS_NAME_MAX + 16];
     memset(name, 'n', sizeof name);
-    name[JJ_METRICS_NAME_MAX] = 0;   /* 63 bytes: the longest key */
+    name[JJ_METRICS_NAME_MAX] = 0;   /* 127 bytes: the longest key */
     CHECK_INT(jj_metrics_add(name, 7), 0);
     CHECK_INT(jj_metrics_get(name), 7);
     name[JJ_METRICS_NAME_MAX] = 'n';
-    name[JJ_METRICS_NAME_MAX + 1] = 0;   /* 64 bytes */
+    name[JJ_METRICS_NAME_MAX + 1] = 0;   /* 128 bytes */
     CHECK_INT(jj_metrics_add(name, 1), -1);
     CHECK_INT(jj_metrics_set(name, 1), -1);
     CHECK_INT(jj_metrics_observe(name, 1), -1);
@@ -304,8 +304,135 @@ static void test_overflow(void) {
     jj_metrics_reset_for_tests();
 }
 
+/* The longest key with labels still has every flattened name. */
+static void test_long_labelled_histogram(void) {
+    jj_metrics_reset_for_tests();
+    char base[JJ_METRICS_NAME_MAX + 1], want[JJ_METRICS_DERIVED_MAX + 1];
+    const char *head = "http_duration{route=\"";
+    size_t hl = strlen(head), fill = JJ_METRICS_NAME_MAX - hl - 2;
+    memcpy(base, head, hl);
+    memset(base + hl, 'r', fill);
+    memcpy(base + hl + fill, "\"}", 3);
+    CHECK_INT((int)strlen(base), JJ_METRICS_NAME_MAX);
+    CHECK_INT(jj_metrics_observe(base, 3), 0);
+    CHECK_INT(jj_metrics_observe(base, 7000), 0);
+    snprintf(want, sizeof want, "http_duration_bucket{route=\"%.*s\",le=\"+Inf\"}", (int)fill, base + hl);
+    CHECK_INT(jj_metrics_get(want), 2);
+    snprintf(want, sizeof want, "http_duration_bucket{route=\"%.*s\",le=\"5\"}", (int)fill, base + hl);
+    CHECK_INT(jj_metrics_get(want), 1);
+    snprintf(want, sizeof want, "http_duration_sum{route=\"%.*s\"}", (int)fill, base + hl);
+    CHECK_INT(jj_metrics_get(want), 7003000);
+    snprintf(want, sizeof want, "http_duration_count{route=\"%.*s\"}", (int)fill, base + hl);
+    CHECK_INT(jj_metrics_get(want), 2);
+    scan();
+    CHECK_INT(S.buckets, JJ_METRICS_NBUCKETS);
+    CHECK_INT(S.dup, 0);
+    jj_metrics_reset_for_tests();
+}
+
+typedef struct {
+    int n, counters, gauges, hists;
+    int64_t c_value, g_value, h_count, h_sum, h_b0, h_b3, h_inf;
+    int bad;
+} slots_seen;
+
+static void collect_slot(const jj_metrics_slot *s, void *ud) {
+    slots_seen *o = ud;
+    o->n++;
+    if (strlen(s->name) != s->len) o->bad++;
+    if (s->kind == JJ_METRIC_COUNTER) {
+        o->counters++;
+        if (!strcmp(s->name, "c{a=\"1\"}")) o->c_value = s->value;
+        if (s->buckets) o->bad++;
+    } else if (s->kind == JJ_METRIC_GAUGE) {
+        o->gauges++;
+        o->g_value = s->value;
+        if (s->buckets) o->bad++;
+    } else if (s->kind == JJ_METRIC_HISTOGRAM) {
+        o->hists++;
+        if (!s->buckets || strcmp(s->name, "h{route=\"/x\"}") != 0) { o->bad++; return; }
+        o->h_count = s->value;
+        o->h_sum = s->sum_us;
+        o->h_b0 = s->buckets[0];
+        o->h_b3 = s->buckets[3];
+        o->h_inf = s->buckets[JJ_METRICS_NBUCKETS - 1];
+        for (int b = 1; b < JJ_METRICS_NBUCKETS; b++)
+            if (s->buckets[b] < s->buckets[b - 1]) o->bad++;   /* cumulative */
+    } else {
+        o->bad++;
+    }
+}
+
+static void test_foreach_slot(void) {
+    jj_metrics_reset_for_tests();
+    CHECK_INT(jj_metrics_add("c{a=\"1\"}", 5), 0);
+    CHECK_INT(jj_metrics_set("g", -4), 0);
+    const double obs[] = {0.2, 0.5, 4, 4.5, 9000};
+    for (size_t i = 0; i < sizeof obs / sizeof obs[0]; i++) CHECK_INT(jj_metrics_observe("h{route=\"/x\"}", obs[i]), 0);
+    slots_seen o = {0};
+    jj_metrics_foreach_slot(collect_slot, &o);
+    CHECK_INT(o.bad, 0);
+    CHECK_INT(o.n, 3);
+    CHECK_INT(o.counters, 1);
+    CHECK_INT(o.gauges, 1);
+    CHECK_INT(o.hists, 1);
+    CHECK_INT(o.c_value, 5);
+    CHECK_INT(o.g_value, -4);
+    CHECK_INT(o.h_count, 5);
+    CHECK_INT(o.h_inf, 5);
+    CHECK_INT(o.h_b0, 2);   /* <= 0.5 ms */
+    CHECK_INT(o.h_b3, 4);   /* <= 5 ms */
+    CHECK_INT(o.h_sum, 9009200);
+    const double *b = jj_metrics_bounds_ms();
+    CHECK(b[0] == 0.5 && b[JJ_METRICS_NBUCKETS - 2] == 5000);
+    jj_metrics_reset_for_tests();
+}
+
+static void test_cached_refs(void) {
+    jj_metrics_reset_for_tests();
+    static jj_metric c, g, h, bad, wrong;
+    CHECK_INT(jj_metric_add(&c, "ref_c", 2), 0);
+    CHECK_INT(jj_metric_add(&c, "ref_c", 3), 0);
+    CHECK_INT(jj_metrics_get("ref_c"), 5);
+    unsigned ep = jj_metrics_epoch();
+    CHECK(ep != 0);
+    CHECK_INT(c.epoch, ep);
+    CHECK_INT(jj_metric_set(&g, "ref_g", 9), 0);
+    CHECK_INT(jj_metrics_get("ref_g"), 9);
+    CHECK_INT(jj_metric_observe(&h, "ref_h", 1.5), 0);
+    CHECK_INT(jj_metrics_get("ref_h_count"), 1);
+    CHECK_INT(jj_metric_add(&bad, "", 1), -1);
+    CHECK_INT(jj_metric_add(&bad, "", 1), -1);
+    CHECK_INT(jj_metric_set(&wrong, "ref_c", 1), -1);   /* a counter already */
+    CHECK_INT(jj_metrics_get("ref_c"), 5);
+    /* a new region: the cached index is looked up again, not reused */
+    jj_metrics_reset_for_tests();
+    CHECK_INT(jj_metrics_add("other_first", 1), 0);
+    CHECK(jj_metrics_epoch() != ep);
+    CHECK_INT(jj_metric_add(&c, "ref_c", 1), 0);
+    CHECK_INT(jj_metrics_get("ref_c"), 1);
+    CHECK_INT(jj_metrics_get("other_first"), 1);
+    /* a full table drops the update, counts it, and tries again later */
+    jj_metrics_reset_for_tests();
+    CHECK_INT(jj_metrics_init(4), 0);
+    static jj_metric late;
+    for (int i = 0; i < 4; i++) {
+        char n[16];
+        snprintf(n, sizeof n, "fill%d", i);
+        CHECK_INT(jj_metrics_add(n, 1), 0);
+    }
+    CHECK_INT(jj_metric_add(&late, "late", 1), 1);
+    CHECK_INT(jj_metrics_overflow(), 1);
+    CHECK_INT(jj_metric_add(&late, "late", 1), 1);
+    CHECK_INT(jj_metrics_overflow(), 2);
+    jj_metrics_reset_for_tests();
+}
+
 int main(void) {
     test_lazy_private_region();
+    test_long_labelled_histogram();
+    test_foreach_slot();
+    test_cached_refs();
     test_counters_and_names();
     test_gauges();
     test_histograms();
