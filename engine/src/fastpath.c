@@ -3,6 +3,11 @@
  *   fastpath.route{ prefix = "/api/products/", ns = "product", key_prefix = redis.key("c", "product") .. ":",
  *                   content_type = "application/json", bounded = false, beta = 1.0 }
  *       -- while a generation builds: register a route of that generation
+ *   fastpath.route{ ..., route = "/api/products/{id}", ratelimits = { rule, ... },
+ *                   ratelimit_message = "...", ratelimit_allow = { "10.0.0.1", ... },
+ *                   ratelimit_cidrs = { { lo, hi }, ... } }
+ *       -- the rate-limit rules that may apply to the route (jollyjet.ratelimit.fast_rules):
+ *       -- checked here, through engine.ratelimit's batch, before the cache lookup
  *   fastpath.trust(reconnects)  -- the cache library trusts Redis for this connection epoch
  *   fastpath.distrust()         -- ... or no longer (journaled invalidations pending)
  */
@@ -11,6 +16,7 @@
 #include "host.h"
 #include "lru.h"
 #include "lua_modules.h"
+#include "lua_ratelimit.h"
 #include "metrics.h"
 #include "redis.h"
 #include "task.h"
@@ -24,9 +30,44 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
 #include <sys/random.h>
 
 #define MAX_ROUTES 8
+#define MAX_RL 4          /* rate-limit rules per route */
+#define MAX_ALLOW 16      /* allow-listed addresses / networks */
+
+enum { RL_IP, RL_ROUTE };
+enum { M_GET = 1, M_HEAD = 2 };
+
+/* A rate-limit rule as jollyjet.ratelimit compiled it. */
+typedef struct {
+    jj_rl_args lim;
+    int kind;                  /* RL_IP | RL_ROUTE */
+    unsigned methods;          /* M_GET | M_HEAD */
+    char prefix[128];          /* a prefix rule's prefix ("" for a route rule) */
+    size_t prefix_len;
+    char key_prefix[80];       /* "<name>:" */
+    char policy_item[128];     /* "\"name\";q=100;w=60" */
+    char current_item[96];     /* "\"name\";r=" */
+    int m_allowed, m_rejected;
+} rl_rule;
+
+/* The rules of a route, shared (reference counted) by the route and the
+ * requests in flight, which may outlive the generation. */
+typedef struct {
+    int refs;
+    int n;
+    rl_rule rules[MAX_RL];
+    char message[512];         /* JSON string content */
+    int nallow, ncidr;
+    char allow[MAX_ALLOW][48];
+    uint32_t lo[MAX_ALLOW], hi[MAX_ALLOW];
+} rl_set;
+
+static void rl_set_release(rl_set *s) {
+    if (s && --s->refs == 0) free(s);
+}
 
 typedef struct {
     char prefix[128];
@@ -38,6 +79,8 @@ typedef struct {
     int bounded;
     double max_lag;      /* bounded: seconds an L1 entry is trusted */
     double beta;
+    char pattern[128];   /* the router pattern (rate-limit keys by route) */
+    rl_set *rls;         /* NULL: no rate-limit rule applies */
     /* metric slots, looked up once (engine.metrics indices are stable) */
     int m_hits, m_level_l1, m_level_l2, m_fast;
 } route;
@@ -48,7 +91,11 @@ struct jj_fast_table {
     long long trusted;   /* Redis reconnect count the cache library vouched for; -1: none */
 };
 
-void jj_fast_table_free(jj_fast_table *t) { free(t); }
+void jj_fast_table_free(jj_fast_table *t) {
+    if (!t) return;
+    for (int i = 0; i < t->n; i++) rl_set_release(t->routes[i].rls);
+    free(t);
+}
 
 static jj_fast_table *table_of(lua_State *L) {
     jj_gen *g = jj_gen_of_state(L);
@@ -76,6 +123,122 @@ static void copy_field(lua_State *L, int idx, const char *name, char *dst, size_
     lua_pop(L, 1);
 }
 
+/* [-0, +0, e] a string field of the table at idx into dst (required) */
+static void str_field(lua_State *L, int idx, const char *name, char *dst, size_t cap, const char *what) {
+    lua_getfield(L, idx, name);
+    size_t len = 0;
+    const char *v = lua_tolstring(L, -1, &len);
+    if (!v || len >= cap) luaL_error(L, "fastpath.route: %s.%s must be a string of at most %d bytes", what, name,
+                                     (int)cap - 1);
+    memcpy(dst, v, len + 1);
+    lua_pop(L, 1);
+}
+
+/* JSON string content of s (quotes, backslashes and controls escaped) */
+static void json_escape(char *dst, size_t cap, const char *s) {
+    size_t o = 0;
+    for (; *s && o + 7 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') { dst[o++] = '\\'; dst[o++] = (char)ch; }
+        else if (ch < 0x20) o += (size_t)snprintf(dst + o, cap - o, "\\u%04x", ch);
+        else dst[o++] = (char)ch;
+    }
+    dst[o] = 0;
+}
+
+/* [-0, +0, e] The route's rate-limit rules (fields ratelimits,
+ * ratelimit_message, ratelimit_allow, ratelimit_cidrs of the table at 1). */
+static rl_set *read_ratelimits(lua_State *L, const char *route_name) {
+    if (lua_getfield(L, 1, "ratelimits") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    int n = (int)luaL_len(L, -1);
+    if (n == 0) { lua_pop(L, 1); return NULL; }
+    if (n > MAX_RL) luaL_error(L, "fastpath.route: at most %d rate-limit rules per route", MAX_RL);
+    rl_set tmp;
+    memset(&tmp, 0, sizeof tmp);
+    int t = lua_gettop(L);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, t, i);
+        int ri = lua_gettop(L);
+        rl_rule *k = &tmp.rules[i - 1];
+        luaL_checktype(L, ri, LUA_TTABLE);
+        char name[64];
+        str_field(L, ri, "name", name, sizeof name, "ratelimits[i]");
+        lua_getfield(L, ri, "lim");
+        k->lim = *jj_rl_args_check(L, -1);
+        lua_pop(L, 1);
+        lua_getfield(L, ri, "kind");
+        const char *kind = lua_tostring(L, -1);
+        if (kind && strcmp(kind, "ip") == 0) k->kind = RL_IP;
+        else if (kind && strcmp(kind, "route") == 0) k->kind = RL_ROUTE;
+        else luaL_error(L, "fastpath.route: rate-limit rule %s: kind must be ip or route", name);
+        lua_pop(L, 1);
+        lua_getfield(L, ri, "get");
+        if (lua_toboolean(L, -1)) k->methods |= M_GET;
+        lua_getfield(L, ri, "head");
+        if (lua_toboolean(L, -1)) k->methods |= M_HEAD;
+        lua_pop(L, 2);
+        lua_getfield(L, ri, "prefix");
+        if (!lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            str_field(L, ri, "prefix", k->prefix, sizeof k->prefix, "ratelimits[i]");
+            k->prefix_len = strlen(k->prefix);
+        } else {
+            lua_pop(L, 1);
+        }
+        str_field(L, ri, "key_prefix", k->key_prefix, sizeof k->key_prefix, "ratelimits[i]");
+        str_field(L, ri, "policy_item", k->policy_item, sizeof k->policy_item, "ratelimits[i]");
+        str_field(L, ri, "current_item", k->current_item, sizeof k->current_item, "ratelimits[i]");
+        char m[160];
+        int ml = snprintf(m, sizeof m, "ratelimit_allowed{rule=\"%s\"}", name);
+        k->m_allowed = jj_metrics_lookup(m, (size_t)ml, JJ_METRIC_COUNTER);
+        ml = snprintf(m, sizeof m, "ratelimit_rejected{rule=\"%s\"}", name);
+        k->m_rejected = jj_metrics_lookup(m, (size_t)ml, JJ_METRIC_COUNTER);
+        lua_settop(L, t);
+    }
+    tmp.n = n;
+    lua_pop(L, 1);
+    char msg[256];
+    str_field(L, 1, "ratelimit_message", msg, sizeof msg, "route");
+    json_escape(tmp.message, sizeof tmp.message, msg);
+    if (lua_getfield(L, 1, "ratelimit_allow") == LUA_TTABLE) {
+        int na = (int)luaL_len(L, -1);
+        if (na > MAX_ALLOW) luaL_error(L, "fastpath.route: at most %d allow-listed addresses", MAX_ALLOW);
+        for (int i = 1; i <= na; i++) {
+            lua_rawgeti(L, -1, i);
+            size_t len;
+            const char *a = lua_tolstring(L, -1, &len);
+            if (!a || len >= sizeof tmp.allow[0]) luaL_error(L, "fastpath.route: bad allow-listed address");
+            memcpy(tmp.allow[i - 1], a, len + 1);
+            lua_pop(L, 1);
+        }
+        tmp.nallow = na;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, 1, "ratelimit_cidrs") == LUA_TTABLE) {
+        int nc = (int)luaL_len(L, -1);
+        if (nc > MAX_ALLOW) luaL_error(L, "fastpath.route: at most %d allow-listed networks", MAX_ALLOW);
+        for (int i = 1; i <= nc; i++) {
+            lua_rawgeti(L, -1, i);
+            lua_getfield(L, -1, "lo");
+            lua_getfield(L, -2, "hi");
+            tmp.lo[i - 1] = (uint32_t)luaL_checkinteger(L, -2);
+            tmp.hi[i - 1] = (uint32_t)luaL_checkinteger(L, -1);
+            lua_pop(L, 3);
+        }
+        tmp.ncidr = nc;
+    }
+    lua_pop(L, 1);
+    (void)route_name;
+    rl_set *set = malloc(sizeof *set);
+    if (!set) luaL_error(L, "not enough memory");
+    *set = tmp;
+    set->refs = 1;
+    return set;
+}
+
 /* [-1, +0, e] fastpath.route{...} */
 static int l_route(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -98,6 +261,14 @@ static int l_route(lua_State *L) {
     lua_getfield(L, 1, "max_lag_ms");
     r->max_lag = lua_isnumber(L, -1) ? lua_tonumber(L, -1) / 1000.0 : 1.0;
     lua_pop(L, 3);
+    lua_getfield(L, 1, "route");
+    if (!lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        copy_field(L, 1, "route", r->pattern, sizeof r->pattern, 1);
+    } else {
+        lua_pop(L, 1);
+    }
+    r->rls = read_ratelimits(L, r->prefix);   /* last: nothing raises after it allocates */
     char name[128];
     int n = snprintf(name, sizeof name, "cache_hits{ns=\"%s\"}", r->ns);
     r->m_hits = jj_metrics_lookup(name, (size_t)n, JJ_METRIC_COUNTER);
@@ -171,21 +342,81 @@ static const char *fresh_value(const route *r, const char *env, size_t len, size
 
 static void count(int idx) { if (idx >= 0) jj_metrics_add_at(idx, 1); }
 
-static void answer(jj_http_conn *c, const route *r, const char *body, size_t len, int level, double at) {
-    jj_http_response_start(c, 200);
-    jj_http_response_header(c, "Content-Type", 12, r->content_type, strlen(r->content_type));
-    jj_http_response_header(c, "X-Cache", 7, "HIT", 3);
-    if (at > 0) {   /* as the handler does: whole seconds since the entry was stored */
-        double age = ev_time() - at;
-        char buf[24];
-        int n = snprintf(buf, sizeof buf, "%lld", age > 0 ? (long long)age : 0LL);
-        jj_http_response_header(c, "Age", 3, buf, (size_t)n);
+/* ------------------------------------------------------------ rate limits
+ * The rules that apply to a request are checked in policy order, each
+ * through engine.ratelimit's batch (the same Redis keys and script as the
+ * Lua middleware); the first refusal answers 429 and later rules are not
+ * charged. Headers are exactly jollyjet.ratelimit's. Redis down, or an
+ * error from the check: the request goes to Lua, whose middleware applies
+ * the rule's failure mode (a rule checked before the error is then charged
+ * again: rare, and on the safe side). */
+
+typedef struct {
+    const rl_rule *k;
+    jj_rl_result res;
+} rl_applied;
+
+typedef struct {
+    char policy[MAX_RL * 130], current[MAX_RL * 130];
+    char limit[24], remaining[24], reset[24], retry[24];
+} rl_headers;
+
+static long long ceil_ll(double v) { return (long long)ceil(v); }
+
+/* The header values of the rules that applied (jollyjet.ratelimit's
+ * headers_one / headers_of); `refused` replaces the legacy trio. */
+static void build_headers(const rl_applied *a, int n, const jj_rl_result *refused, rl_headers *h) {
+    size_t po = 0, co = 0;
+    const jj_rl_result *worst = NULL;
+    for (int i = 0; i < n; i++) {
+        const jj_rl_result *res = &a[i].res;
+        po += (size_t)snprintf(h->policy + po, sizeof h->policy - po, "%s%s", i ? ", " : "", a[i].k->policy_item);
+        co += (size_t)snprintf(h->current + co, sizeof h->current - co, "%s%s%lld;t=%lld", i ? ", " : "",
+                               a[i].k->current_item, res->remaining, ceil_ll(res->reset));
+        if (!worst || res->remaining < worst->remaining ||
+            (res->remaining == worst->remaining && res->reset > worst->reset))
+            worst = res;
     }
-    jj_http_response_finish(c, body, len);
-    count(r->m_hits);
-    count(level);
-    count(r->m_fast);
+    if (refused) worst = refused;
+    snprintf(h->limit, sizeof h->limit, "%lld", worst->limit);
+    snprintf(h->remaining, sizeof h->remaining, "%lld", worst->remaining);
+    snprintf(h->reset, sizeof h->reset, "%lld", ceil_ll(worst->reset));
+    h->retry[0] = 0;
+    if (refused) {
+        long long after = ceil_ll(refused->retry_after);
+        snprintf(h->retry, sizeof h->retry, "%lld", after < 1 ? 1 : after);
+    }
 }
+
+#define HDR(c, name, v) jj_http_response_header(c, name, sizeof name - 1, v, strlen(v))
+
+static void send_headers(jj_http_conn *c, const rl_headers *h) {
+    HDR(c, "RateLimit-Policy", h->policy);
+    HDR(c, "RateLimit", h->current);
+    HDR(c, "X-RateLimit-Limit", h->limit);
+    HDR(c, "X-RateLimit-Remaining", h->remaining);
+    HDR(c, "X-RateLimit-Reset", h->reset);
+    if (h->retry[0]) HDR(c, "Retry-After", h->retry);
+}
+
+static int allow_listed(const rl_set *s, const char *peer) {
+    for (int i = 0; i < s->nallow; i++)
+        if (strcmp(s->allow[i], peer) == 0) return 1;
+    if (s->ncidr == 0) return 0;
+    struct in_addr a;
+    if (inet_pton(AF_INET, peer, &a) != 1) return 0;
+    uint32_t v = ntohl(a.s_addr);
+    for (int i = 0; i < s->ncidr; i++)
+        if (v >= s->lo[i] && v <= s->hi[i]) return 1;
+    return 0;
+}
+
+static int rl_applies(const rl_rule *k, const jj_http_request *q, unsigned mbit) {
+    if (!(k->methods & mbit)) return 0;
+    return k->prefix_len == 0 || (q->path_len >= k->prefix_len && memcmp(q->path, k->prefix, k->prefix_len) == 0);
+}
+
+/* ---------------------------------------------------------------- answers */
 
 typedef struct {
     jj_engine *e;
@@ -196,7 +427,70 @@ typedef struct {
     uint64_t l1_seq;     /* ... unless an invalidation reached it meanwhile */
     size_t klen;
     char key[72];
+    /* rate limits (r.rls != NULL): the rules checked so far */
+    long long trusted;   /* the Redis connection epoch the cache library vouched for (-1: none) */
+    unsigned mbit;
+    int rl_next;         /* index in r.rls of the next rule to consider */
+    int napplied;
+    rl_applied applied[MAX_RL];
 } pending;
+
+static void pending_free(pending *p) {
+    rl_set_release(p->r.rls);
+    free(p);
+}
+
+static void answer(jj_http_conn *c, const route *r, const char *body, size_t len, int level, double at,
+                   const pending *p) {
+    jj_http_response_start(c, 200);
+    jj_http_response_header(c, "Content-Type", 12, r->content_type, strlen(r->content_type));
+    jj_http_response_header(c, "X-Cache", 7, "HIT", 3);
+    if (at > 0) {   /* as the handler does: whole seconds since the entry was stored */
+        double age = ev_time() - at;
+        char buf[24];
+        int n = snprintf(buf, sizeof buf, "%lld", age > 0 ? (long long)age : 0LL);
+        jj_http_response_header(c, "Age", 3, buf, (size_t)n);
+    }
+    if (p && p->napplied > 0) {
+        rl_headers h;
+        build_headers(p->applied, p->napplied, NULL, &h);
+        send_headers(c, &h);
+    }
+    jj_http_response_finish(c, body, len);
+    count(r->m_hits);
+    count(level);
+    count(r->m_fast);
+}
+
+/* The handler, with the limits already applied (their headers go along). */
+static void to_lua(pending *p) {
+    if (p->napplied == 0) {
+        jj_host_run_lua(p->e, p->c, &p->x);
+        return;
+    }
+    rl_headers h;
+    build_headers(p->applied, p->napplied, NULL, &h);
+    const jj_host_kv kv[5] = {
+        {"RateLimit-Policy", h.policy}, {"RateLimit", h.current}, {"X-RateLimit-Limit", h.limit},
+        {"X-RateLimit-Remaining", h.remaining}, {"X-RateLimit-Reset", h.reset},
+    };
+    jj_host_run_lua_limited(p->e, p->c, &p->x, kv, 5);
+}
+
+static void too_many(pending *p, const jj_rl_result *refused) {
+    rl_headers h;
+    build_headers(p->applied, p->napplied, refused, &h);
+    jj_http_conn *c = p->c;
+    jj_http_response_start(c, 429);
+    jj_http_response_header(c, "Content-Type", 12, "application/json", 16);
+    send_headers(c, &h);
+    char body[768];
+    int n = snprintf(body, sizeof body,
+                     "{\"success\":false,\"error\":\"Rate limit exceeded\",\"message\":\"%s\",\"retryAfter\":%s}",
+                     p->r.rls->message, h.retry);
+    if (n < 0 || (size_t)n >= sizeof body) n = (int)strlen(body);
+    jj_http_response_finish(c, body, (size_t)n);
+}
 
 static void on_reply(const jj_redis_reply *reply, const char *err, void *privdata) {
     pending *p = privdata;
@@ -217,10 +511,128 @@ static void on_reply(const jj_redis_reply *reply, const char *err, void *privdat
             double now = ev_now(jj_engine_loop(p->e));
             if (life > 0) jj_lru_set(p->l1, p->key, p->klen, s, len, now + life, 0, 0, now);
         }
-        if (v) answer(c, &p->r, v, vlen, p->r.m_level_l2, at);
-        else jj_host_run_lua(p->e, c, &p->x);   /* miss, stale, Redis trouble: the handler */
+        if (v) answer(c, &p->r, v, vlen, p->r.m_level_l2, at, p);
+        else to_lua(p);   /* miss, stale, Redis trouble: the handler */
     }
-    free(p);
+    pending_free(p);
+}
+
+/* The cache lookup (after the limits, if any): answers from L1 (and frees
+ * p if it is on the heap), or sends the Redis GET (with p, or a heap copy
+ * of it, owned by on_reply from then on), or returns 0: the caller runs the
+ * handler and still owns p. */
+static int lookup(pending *p, int heap) {
+    jj_engine *e = p->e;
+    const route *r = &p->r;
+    jj_lru *l1 = NULL;
+    if (r->bounded && jj_engine_subscriber_up(e)) {
+        l1 = jj_lru_registry_find(r->ns);
+        jj_lru_entry ent;
+        size_t vlen;
+        double at = 0;
+        const char *v;
+        if (l1 && jj_lru_get(l1, p->key, p->klen, ev_now(jj_engine_loop(e)), &ent) == 0 &&
+            (v = fresh_value(r, ent.value, ent.vlen, &vlen, NULL, &at))) {
+            answer(p->c, r, v, vlen, r->m_level_l1, at, p);
+            if (heap) pending_free(p);
+            return 1;
+        }
+    }
+    jj_redis *redis = jj_engine_redis(e);
+    jj_redis_status st;
+    jj_redis_get_status(redis, &st);
+    /* Redis only within the connection epoch the cache library vouched for */
+    if (!st.up || p->trusted < 0 || (long long)st.reconnects != p->trusted) return 0;
+    char k[256];
+    int kn = snprintf(k, sizeof k, "%s%.*s", r->key_prefix, (int)p->klen, p->key);
+    if (kn < 0 || (size_t)kn >= sizeof k) return 0;
+    pending *q = p;
+    if (!heap) {
+        q = malloc(sizeof *q);
+        if (!q) return 0;
+        *q = *p;   /* r.rls is NULL: nothing to reference */
+    }
+    q->l1 = l1;
+    q->l1_seq = l1 ? jj_lru_seq(l1) : 0;
+    const char *argv[2] = {"GET", k};
+    size_t lens[2] = {3, (size_t)kn};
+    const char *err;
+    if (jj_redis_command(redis, 2, argv, lens, on_reply, q, &err) == 0) return 1;
+    if (!heap) free(q);
+    return 0;
+}
+
+static void after_limits(pending *p) {
+    if (!lookup(p, 1)) {
+        to_lua(p);
+        pending_free(p);
+    }
+}
+
+static void on_limit(void *ud, const jj_rl_result *res, const char *err);
+
+/* Sends the check of the next rule that applies; 0 when none is left, -1
+ * when it could not be sent. */
+static int next_limit(pending *p) {
+    const rl_set *s = p->r.rls;
+    const jj_http_request *q = p->x.req;
+    for (int i = p->rl_next; i < s->n; i++) {
+        const rl_rule *k = &s->rules[i];
+        if (!rl_applies(k, q, p->mbit)) continue;
+        char key[512];
+        int n;
+        if (k->kind == RL_IP)
+            n = snprintf(key, sizeof key, "%sip:%s", k->key_prefix, p->x.peer);
+        else
+            n = snprintf(key, sizeof key, "%sroute:%.*s %s", k->key_prefix, (int)q->method_len, q->method,
+                         p->r.pattern);
+        if (n < 0 || (size_t)n >= sizeof key) return -1;
+        p->rl_next = i;
+        return jj_ratelimit_submit(p->e, key, (size_t)n, &k->lim, on_limit, p) == 0 ? 1 : -1;
+    }
+    p->rl_next = s->n;
+    return 0;
+}
+
+static void on_limit(void *ud, const jj_rl_result *res, const char *err) {
+    pending *p = ud;
+    jj_http_conn *c = p->c;
+    if (!jj_http_conn_alive(c)) {
+        jj_http_response_finish(c, NULL, 0);
+        pending_free(p);
+        return;
+    }
+    if (jj_engine_closing(p->e)) {
+        jj_http_respond_error(c, 503, "unavailable", "the engine is shutting down");
+        pending_free(p);
+        return;
+    }
+    if (!res) {   /* the middleware applies the failure mode */
+        (void)err;
+        p->napplied = 0;
+        to_lua(p);
+        pending_free(p);
+        return;
+    }
+    const rl_rule *k = &p->r.rls->rules[p->rl_next];
+    rl_applied *a = &p->applied[p->napplied++];
+    a->k = k;
+    a->res = *res;
+    if (!res->allowed) {
+        count(k->m_rejected);
+        too_many(p, res);
+        pending_free(p);
+        return;
+    }
+    count(k->m_allowed);
+    p->rl_next++;
+    int rc = next_limit(p);
+    if (rc == 0) after_limits(p);
+    else if (rc < 0) {
+        p->napplied = 0;
+        to_lua(p);
+        pending_free(p);
+    }
 }
 
 static int valid_key(const char *k, size_t n) {
@@ -237,9 +649,10 @@ int jj_fastpath_try(jj_engine *e, jj_gen *g, jj_http_conn *c, const jj_http_exch
     jj_fast_table *t = jj_gen_fast_table(g);
     if (!t || t->n == 0) return 0;
     const jj_http_request *q = x->req;
-    if (!((q->method_len == 3 && memcmp(q->method, "GET", 3) == 0) ||
-          (q->method_len == 4 && memcmp(q->method, "HEAD", 4) == 0)))
-        return 0;
+    unsigned mbit;
+    if (q->method_len == 3 && memcmp(q->method, "GET", 3) == 0) mbit = M_GET;
+    else if (q->method_len == 4 && memcmp(q->method, "HEAD", 4) == 0) mbit = M_HEAD;
+    else return 0;
     if (q->query || jj_http_find_header(q, "cache-control") || jj_http_find_header(q, "pragma")) return 0;
     const route *r = NULL;
     for (int i = 0; i < t->n; i++)
@@ -250,41 +663,36 @@ int jj_fastpath_try(jj_engine *e, jj_gen *g, jj_http_conn *c, const jj_http_exch
     size_t klen = q->path_len - r->prefix_len;
     if (!valid_key(key, klen)) return 0;
 
-    jj_lru *l1 = NULL;
-    if (r->bounded && jj_engine_subscriber_up(e)) {
-        l1 = jj_lru_registry_find(r->ns);
-        jj_lru_entry ent;
-        size_t vlen;
-        double at = 0;
-        const char *v;
-        if (l1 && jj_lru_get(l1, key, klen, ev_now(jj_engine_loop(e)), &ent) == 0 &&
-            (v = fresh_value(r, ent.value, ent.vlen, &vlen, NULL, &at))) {
-            answer(c, r, v, vlen, r->m_level_l1, at);
-            return 1;
-        }
+    /* Which rate-limit rules apply (an allow-listed client: none). */
+    int limited = 0;
+    if (r->rls && !allow_listed(r->rls, x->peer))
+        for (int i = 0; i < r->rls->n && !limited; i++) limited = rl_applies(&r->rls->rules[i], q, mbit);
+    if (limited) {
+        jj_redis_status st;
+        jj_redis_get_status(jj_engine_redis(e), &st);
+        if (!st.up) return 0;   /* the middleware applies the failure modes */
     }
-    jj_redis *redis = jj_engine_redis(e);
-    jj_redis_status st;
-    jj_redis_get_status(redis, &st);
-    if (!st.up || t->trusted < 0 || (long long)st.reconnects != t->trusted) return 0;
-    pending *p = malloc(sizeof *p);
-    if (!p) return 0;
-    char k[256];
-    int kn = snprintf(k, sizeof k, "%s%.*s", r->key_prefix, (int)klen, key);
-    if (kn < 0 || (size_t)kn >= sizeof k) { free(p); return 0; }
+
+    pending tmp, *p = &tmp;
+    if (limited && !(p = malloc(sizeof *p))) return 0;
     p->e = e;
     p->c = c;
     p->x = *x;
     p->r = *r;
-    p->l1 = l1;
-    p->l1_seq = l1 ? jj_lru_seq(l1) : 0;
+    p->r.rls = NULL;
+    p->l1 = NULL;
+    p->l1_seq = 0;
     p->klen = klen;
     memcpy(p->key, key, klen);
-    const char *argv[2] = {"GET", k};
-    size_t lens[2] = {3, (size_t)kn};
-    const char *err;
-    if (jj_redis_command(redis, 2, argv, lens, on_reply, p, &err) != 0) {
-        free(p);
+    p->trusted = t->trusted;
+    p->mbit = mbit;
+    p->napplied = 0;
+    p->rl_next = 0;
+    if (!limited) return lookup(p, 0);
+    p->r.rls = r->rls;
+    r->rls->refs++;
+    if (next_limit(p) <= 0) {   /* not sent: the handler (and its middleware) */
+        pending_free(p);
         return 0;
     }
     return 1;

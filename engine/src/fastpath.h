@@ -3,12 +3,15 @@
  * A handler module may declare that GET <prefix><id> answers exactly the
  * cached value of <ns>:<id> (as jollyjet.cache stores it) when that value is
  * fresh. For such a request, and only when no per-request policy could change
- * the answer (the app registers a route only when no rate-limit or
- * response-cache rule applies to it; a Cache-Control or Pragma request header
- * always goes to Lua), the host looks the entry up in the L1 (bounded
- * namespaces) or in Redis itself and answers without entering Lua. Anything
- * else (miss, stale, negative, tagged entry, XFetch refresh due, Redis not
- * trusted) goes to the Lua handler as usual, so semantics are the handler's.
+ * the answer (the app registers a route only when no response-cache rule
+ * applies to it and every rate-limit rule that may is keyed by ip or route;
+ * a Cache-Control or Pragma request header always goes to Lua), the host
+ * checks those rate limits (engine.ratelimit's batch, lua_ratelimit.h), then
+ * looks the entry up in the L1 (bounded namespaces) or in Redis itself and
+ * answers without entering Lua. Anything else (miss, stale, negative, tagged
+ * entry, XFetch refresh due, Redis not trusted) goes to the Lua handler as
+ * usual, with the limits already applied (jj_host_run_lua_limited), so
+ * semantics are the handler's and the middleware's.
  */
 #ifndef JJ_FASTPATH_H
 #define JJ_FASTPATH_H

@@ -95,11 +95,29 @@ static int entry_k(lua_State *L, int status, lua_KContext ctx) {
     return lua_gettop(L) - (int)ctx;
 }
 
-/* The task's body: [handle, exchange] -> handle(request) results. */
+/* What the task's body gets (a light userdata, valid during the first
+ * resume). */
+typedef struct host_input {
+    const jj_http_exchange *x;
+    const jj_host_kv *kv;   /* rate limits already applied (fast path) */
+    int nkv;
+} host_input;
+
+/* The task's body: [handle, input] -> handle(request) results. */
 static int entry(lua_State *L) {
-    const jj_http_exchange *x = lua_touserdata(L, 2);
+    const host_input *in = lua_touserdata(L, 2);
     lua_settop(L, 1);
-    push_request(L, x);
+    push_request(L, in->x);
+    if (in->kv) {
+        lua_createtable(L, 0, in->nkv);
+        for (int i = 0; i < in->nkv; i++) {
+            lua_pushstring(L, in->kv[i].value);
+            lua_setfield(L, -2, in->kv[i].name);
+        }
+        lua_setfield(L, -2, "ratelimit");
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "ratelimit_checked");
+    }
     lua_callk(L, 1, LUA_MULTRET, 0, entry_k);
     return entry_k(L, LUA_OK, 0);
 }
@@ -211,7 +229,8 @@ static void on_done(jj_task *t, int status, lua_State *co, int nres, const char 
     free(h);
 }
 
-jj_host_call *jj_host_run(jj_engine *e, const jj_http_exchange *x, const jj_host_sink *sink, void *ud) {
+static jj_host_call *run(jj_engine *e, const host_input *in, const jj_host_sink *sink, void *ud) {
+    const jj_http_exchange *x = in->x;
     jj_gen *g = jj_engine_current_gen(e);
     jj_host_call *h = calloc(1, sizeof *h);
     jj_task *t = h && g ? jj_task_new(g, on_done, h) : NULL;
@@ -229,13 +248,18 @@ jj_host_call *jj_host_run(jj_engine *e, const jj_http_exchange *x, const jj_host
     lua_State *co = jj_task_state(t);
     lua_pushcfunction(co, entry);
     lua_rawgeti(co, LUA_REGISTRYINDEX, jj_gen_entry_ref(g));
-    lua_pushlightuserdata(co, (void *)x);
+    lua_pushlightuserdata(co, (void *)in);
     int finished = 0;
     h->finished = &finished;
     jj_task_run(t, 2);   /* may finish (and free h) before it returns */
     if (finished) return NULL;
     h->finished = NULL;
     return h;
+}
+
+jj_host_call *jj_host_run(jj_engine *e, const jj_http_exchange *x, const jj_host_sink *sink, void *ud) {
+    host_input in = {x, NULL, 0};
+    return run(e, &in, sink, ud);
 }
 
 void jj_host_cancel(jj_host_call *call) { if (call) call->sink = NULL; }
@@ -256,6 +280,12 @@ static const jj_host_sink conn_sink = {conn_begin, conn_header, conn_end, conn_d
 
 void jj_host_run_lua(jj_engine *e, jj_http_conn *c, const jj_http_exchange *x) {
     jj_host_run(e, x, &conn_sink, c);
+}
+
+void jj_host_run_lua_limited(jj_engine *e, jj_http_conn *c, const jj_http_exchange *x, const jj_host_kv *kv,
+                             int nkv) {
+    host_input in = {x, kv, nkv};
+    run(e, &in, &conn_sink, c);
 }
 
 void jj_host_handle(void *ud, jj_http_conn *c, const jj_http_exchange *x) {

@@ -38,4 +38,15 @@ void jj_host_handle(void *ud, jj_http_conn *c, const jj_http_exchange *x);
 /* Runs the Lua application for an exchange on a connection. */
 void jj_host_run_lua(jj_engine *e, jj_http_conn *c, const jj_http_exchange *x);
 
+/* A header the host already decided on. */
+typedef struct jj_host_kv {
+    const char *name;
+    const char *value;
+} jj_host_kv;
+/* The same for a request whose rate limits the C fast path already checked
+ * (and charged): the request table gets ratelimit_checked = true and
+ * ratelimit = { [name] = value } (the headers jollyjet.ratelimit adds). */
+void jj_host_run_lua_limited(jj_engine *e, jj_http_conn *c, const jj_http_exchange *x, const jj_host_kv *kv,
+                             int nkv);
+
 #endif

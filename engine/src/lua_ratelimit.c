@@ -47,6 +47,7 @@
  */
 #include "engine.h"
 #include "lua_modules.h"
+#include "lua_ratelimit.h"
 #include "ratelimit.h"
 #include "redis.h"
 #include "sha1.h"
@@ -172,17 +173,9 @@ static char batch_sha[41];
 
 /* ------------------------------------------------------------------ rules */
 
-enum { ALGO_GCRA, ALGO_SLIDING };
+enum { ALGO_GCRA = JJ_RL_GCRA, ALGO_SLIDING = JJ_RL_SLIDING };
 
-/* A checked rule with its script arguments ready. */
-typedef struct rule_args {
-    int algo;
-    jj_rl_rule r;          /* limit, period, burst (the local limiter's view) */
-    long long cost;
-    long long p1, p2;      /* gcra: T (us), burst; sliding: window (us), limit */
-    char s1[24], s2[24], scost[24];
-    unsigned char l1, l2, lcost;
-} rule_args;
+typedef jj_rl_args rule_args;   /* lua_ratelimit.h */
 
 /* [-0, +0, v] An integer field of the rule table at idx (def when nil). */
 static long long int_field(lua_State *L, int idx, const char *fn, const char *name, long long def,
@@ -343,6 +336,20 @@ static int refused_now(lua_State *L, const char *err) {
     return luaL_error(L, "ratelimit: %s", err ? err : "command refused");
 }
 
+typedef struct check {
+    jj_wait *w;                /* a Lua task waits... */
+    jj_rl_done *done;          /* ... or a C caller (jj_ratelimit_submit) */
+    void *done_ud;
+    struct check *next;        /* in its group */
+    rule_args a;
+    int consume;
+    int nkeys;                 /* 1 (gcra) or 2 (sliding window) */
+    uint64_t hash;             /* of key[0] */
+    size_t keylen[2];
+    const char *key[2];        /* into buf */
+    char buf[];
+} check;
+
 /* What one check is resumed with: a result, or an error (err, or an error
  * reply). */
 typedef struct outcome {
@@ -369,23 +376,28 @@ static int build_outcome(lua_State *L) {
     return push_error(L, o->err ? o->err : "ratelimit: no answer");
 }
 
-/* Resumes the task of w with the outcome, or drops w when it already timed
- * out. */
-static void finish(jj_wait *w, const outcome *o) { jj_wait_finish(w, build_outcome, (void *)o, 0); }
+/* Delivers the outcome of c: resumes its task (or drops the wait when it
+ * already timed out), or calls its C callback. */
+static void finish(const check *c, const outcome *o) {
+    if (!c->done) {
+        jj_wait_finish(c->w, build_outcome, (void *)o, 0);
+        return;
+    }
+    if (o->res) { c->done(c->done_ud, o->res, NULL); return; }
+    char msg[256];
+    const char *err = o->err ? o->err : "ratelimit: no answer";
+    if (o->error_reply) {
+        size_t len;
+        const char *s = jj_reply_str(o->error_reply, &len);
+        snprintf(msg, sizeof msg, "%.*s", s ? (int)(len < 255 ? len : 255) : 0, s ? s : "");
+        err = msg;
+    }
+    c->done(c->done_ud, NULL, err);
+}
 
 /* ------------------------------------------------------------- batching */
 
-typedef struct check {
-    jj_wait *w;
-    struct check *next;        /* in its group */
-    rule_args a;
-    int consume;
-    int nkeys;                 /* 1 (gcra) or 2 (sliding window) */
-    uint64_t hash;             /* of key[0] */
-    size_t keylen[2];
-    const char *key[2];        /* into buf */
-    char buf[];
-} check;
+
 
 typedef struct group {
     check *first, *last;
@@ -435,7 +447,7 @@ static void fail_batch(batch *b, const jj_redis_reply *error_reply, const char *
     for (size_t i = 0; i < b->ng; i++) {
         for (check *c = b->g[i].first; c; c = c->next) {
             outcome o = { NULL, error_reply, err };
-            finish(c->w, &o);   /* may run Lua that queues new checks */
+            finish(c, &o);   /* may run Lua that queues new checks */
         }
     }
     free_batch(b);
@@ -468,7 +480,7 @@ static void on_batch_reply(const jj_redis_reply *reply, const char *err, void *p
                 jj_rl_sliding_replay(a->p1, a->p2, a->cost, c->consume, v[0], v[1], v[2], v[3], i, &res);
             res.limit = a->r.limit;
             outcome o = { &res, NULL, NULL };
-            finish(c->w, &o);   /* may run Lua that queues new checks */
+            finish(c, &o);   /* may run Lua that queues new checks */
         }
     }
     free_batch(b);
@@ -481,7 +493,7 @@ static void send_batch(check **items, size_t n) {
     if (!b) {
         for (size_t i = 0; i < n; i++) {
             outcome o = { NULL, NULL, "out of memory" };
-            finish(items[i]->w, &o);
+            finish(items[i], &o);
             free(items[i]);
         }
         return;
@@ -580,7 +592,7 @@ void jj_ratelimit_close(void) {
         queue.n = queue.cap = 0;
         for (size_t i = 0; i < n; i++) {
             outcome o = { NULL, NULL, "redis closed" };
-            finish(items[i]->w, &o);   /* may queue new checks: the next pass fails them */
+            finish(items[i], &o);   /* may queue new checks: the next pass fails them */
             free(items[i]);
         }
         free(items);
@@ -589,8 +601,7 @@ void jj_ratelimit_close(void) {
 }
 
 /* Queues c (owned by the queue from here on); -1 when out of memory. */
-static int enqueue(lua_State *L, check *c) {
-    jj_engine *e = jj_engine_of(L);
+static int enqueue(jj_engine *e, check *c) {
     if (queue.n == 0) {
         queue.loop = jj_engine_loop(e);
         queue.redis = jj_engine_redis(e);
@@ -610,28 +621,14 @@ static int enqueue(lua_State *L, check *c) {
     return 0;
 }
 
-/* [-2, +(1|2), e] check (consume = 1) and peek (consume = 0). */
-static int run_check(lua_State *L, int consume, const char *fn) {
-    size_t klen;
-    char hashed[42];
-    const char *k = check_key(L, 1, fn, &klen, hashed);
-    rule_args scratch;
-    const rule_args *a = get_rule(L, 2, fn, &scratch);
-    jj_redis *r = client_of(L);
-    jj_redis_status st;
-    jj_redis_get_status(r, &st);
-    if (!st.up) return push_error(L, "redis unavailable");   /* at once, like redis.call */
-
-    const char *prefix = jj_redis_prefix(r);
+/* A check of key k (already shortened by check_key) under a, its Redis keys
+ * built: prefix "rl:X:" key. NULL when out of memory. */
+static check *new_check(const char *prefix, const char *k, size_t klen, const rule_args *a, int consume) {
     size_t plen = strlen(prefix);
     int nkeys = a->algo == ALGO_GCRA ? 1 : 2;
-    size_t one = plen + 5 + klen;   /* prefix "rl:X:" key */
-    jj_wait *w = jj_wait_new(L, 0);   /* raises outside a task: before anything is allocated */
+    size_t one = plen + 5 + klen;
     check *c = malloc(sizeof *c + (size_t)nkeys * (one + 1));
-    if (!c) {
-        jj_wait_abandon(w);
-        return luaL_error(L, "not enough memory");
-    }
+    if (!c) return NULL;
     static const char kinds[2][2] = { { 'g', 0 }, { 's', 'm' } };
     char *p = c->buf;
     for (int j = 0; j < nkeys; j++) {
@@ -649,14 +646,82 @@ static int run_check(lua_State *L, int consume, const char *fn) {
     c->a = *a;
     c->consume = consume;
     c->hash = fnv1a(c->key[0], one);
-    c->w = w;
+    c->w = NULL;
+    c->done = NULL;
+    c->done_ud = NULL;
     c->next = NULL;
-    if (enqueue(L, c) != 0) {
+    return c;
+}
+
+/* [-2, +(1|2), e] check (consume = 1) and peek (consume = 0). */
+static int run_check(lua_State *L, int consume, const char *fn) {
+    size_t klen;
+    char hashed[42];
+    const char *k = check_key(L, 1, fn, &klen, hashed);
+    rule_args scratch;
+    const rule_args *a = get_rule(L, 2, fn, &scratch);
+    jj_redis *r = client_of(L);
+    jj_redis_status st;
+    jj_redis_get_status(r, &st);
+    if (!st.up) return push_error(L, "redis unavailable");   /* at once, like redis.call */
+
+    jj_wait *w = jj_wait_new(L, 0);   /* raises outside a task: before anything is allocated */
+    check *c = new_check(jj_redis_prefix(r), k, klen, a, consume);
+    if (!c) {
+        jj_wait_abandon(w);
+        return luaL_error(L, "not enough memory");
+    }
+    c->w = w;
+    if (enqueue(jj_engine_of(L), c) != 0) {
         jj_wait_abandon(w);
         free(c);
         return luaL_error(L, "not enough memory");
     }
     return jj_wait_yield(L, w);
+}
+
+int jj_ratelimit_submit(jj_engine *e, const char *key, size_t klen, const jj_rl_args *a, jj_rl_done *done,
+                        void *ud) {
+    jj_redis *r = jj_engine_redis(e);
+    jj_redis_status st;
+    jj_redis_get_status(r, &st);
+    if (!st.up || klen == 0) return -1;
+    char hashed[42];
+    if (klen > KEY_MAX || key[0] == '#') {   /* as check_key does */
+        hashed[0] = '#';
+        jj_sha1_hex(key, klen, hashed + 1);
+        key = hashed;
+        klen = 41;
+    }
+    check *c = new_check(jj_redis_prefix(r), key, klen, a, 1);
+    if (!c) return -1;
+    c->done = done;
+    c->done_ud = ud;
+    if (enqueue(e, c) != 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+const jj_rl_args *jj_rl_args_check(lua_State *L, int idx) { return luaL_checkudata(L, idx, RULE_MT); }
+
+void jj_ratelimit_local(const char *key, size_t klen, double now, const jj_rl_args *a, jj_rl_result *out) {
+    char hashed[42];
+    if (klen > KEY_MAX || key[0] == '#') {
+        hashed[0] = '#';
+        jj_sha1_hex(key, klen, hashed + 1);
+        key = hashed;
+        klen = 41;
+    }
+    jj_rl_local *l = jj_rl_local_default();
+    if (!l) {
+        memset(out, 0, sizeof *out);
+        out->allowed = 1;
+        out->limit = a->r.limit;
+        return;
+    }
+    jj_rl_local_check(l, key, klen, now, &a->r, a->cost, 1, out);
 }
 
 /* ratelimit.check(key, rule) -> res | nil, err */

@@ -41,14 +41,15 @@ response_cache.check_routes(r)   -- every policies/response_cache.lua rule names
 ratelimit.check_routes(r)        -- every policies/ratelimits.lua route rule names a route
 
 -- Cached entity GETs the C host may answer itself (engine.fastpath), where no
--- per-request policy (rate limit, response cache) applies to the route.
+-- response-cache rule applies to the route and the rate-limit rules that do
+-- (keyed by ip or route) are ones the C host checks itself.
 for _, route in ipairs(r.routes) do
   local ns = route.meta.fast_cache
   if ns and route.method == "GET" then
     local prefix = route.pattern:match("^(.*/){[%a_][%w_]*}$")
-    if prefix and not ratelimit.may_apply(route.pattern, prefix .. "x")
-        and not response_cache.rule_for({ method = "GET", route = route.pattern }) then
-      cache.fast_route(prefix, ns)
+    local limits = prefix and ratelimit.fast_rules(route.pattern, prefix)
+    if limits and not response_cache.rule_for({ method = "GET", route = route.pattern }) then
+      cache.fast_route(prefix, ns, limits)
     end
   end
 end

@@ -622,13 +622,20 @@ end
 
 -- Lets the C host answer GET <prefix><key> with the fresh cached value of
 -- ns:key (engine.fastpath); called by the app while the generation builds.
-function _M.fast_route(prefix, ns)
+-- `limits` (optional): jollyjet.ratelimit.fast_rules' answer for the route,
+-- which the C host then checks itself before the lookup.
+function _M.fast_route(prefix, ns, limits)
   local c, _, nc = ns_conf(ns)
-  fastpath.route({
+  local t = {
     prefix = prefix, ns = ns, key_prefix = redis.key("c", ns) .. ":",
     content_type = "application/json", bounded = nc.consistency == "bounded", beta = c.beta,
     max_lag_ms = nc.max_lag_ms,
-  })
+  }
+  if limits and #limits.rules > 0 then
+    t.route, t.ratelimits, t.ratelimit_message = limits.route, limits.rules, limits.message
+    t.ratelimit_allow, t.ratelimit_cidrs = limits.allow, limits.cidrs
+  end
+  fastpath.route(t)
 end
 
 -- true when the client asked for a fresh answer (Cache-Control: no-cache).

@@ -328,24 +328,52 @@ local function limiter()
   return current
 end
 
--- true when some enabled rule could limit requests to route_pattern (a
--- sample path stands in for prefix rules): such routes never use the C
--- fast path, which would skip the limiter.
-function _M.may_apply(route_pattern, sample_path)
+-- The rules that may limit GET/HEAD requests without a query string to
+-- route_pattern, whose paths are path_prefix .. <one segment>, in the form
+-- the C fast path checks them itself (engine.fastpath: same Redis keys,
+-- same script batch, same headers and 429):
+--   { route = route_pattern, rules = { {name, lim, kind, key_prefix, prefix?, get, head,
+--     policy_item, current_item}, ... }, message, allow = {addr...}, cidrs = {{lo, hi}...} }
+-- rules is empty when no rule applies. nil, why when one that may apply
+-- needs the Lua middleware (keyed by session, user or header; a long
+-- allow-list): the route then stays off the fast path.
+local FAST_ALLOW_MAX = 16
+
+function _M.fast_rules(route_pattern, path_prefix)
   local L = limiter()
-  if not L.enabled then return false end
+  local out = { route = route_pattern, rules = {}, message = L.message, allow = {}, cidrs = L.cidrs }
+  if not L.enabled then return out end
   for i = 1, L.nrules do
     local r = L.rules[i]
-    if r.route then
-      if r.route == route_pattern then return true end
-    elseif sub(sample_path, 1, r.prefix_len) == r.prefix then
-      return true
+    local get = not r.methods or r.methods.GET == true
+    local head = not r.methods or r.methods.HEAD == true
+    local applies
+    if r.query or not (get or head) then
+      applies = false   -- a query condition never holds without a query string
+    elseif r.route then
+      applies = r.route == route_pattern
+    else   -- the rule's prefix covers the route's paths, or some of them
+      applies = sub(path_prefix, 1, r.prefix_len) == r.prefix or sub(r.prefix, 1, #path_prefix) == path_prefix
+    end
+    if applies then
+      if r.kind ~= "ip" and r.kind ~= "route" then
+        return nil, "rule " .. r.name .. " is keyed by " .. r.kind
+      end
+      out.rules[#out.rules + 1] = {
+        name = r.name, lim = r.lim, kind = r.kind, key_prefix = r.key_prefix,
+        prefix = not r.route and r.prefix or nil, get = get, head = head,
+        policy_item = r.policy_item, current_item = r.current_item,
+      }
     end
   end
-  return false
+  for a in pairs(L.allow) do out.allow[#out.allow + 1] = a end
+  if #out.rules > 4 then return nil, "more than 4 rules apply" end
+  if #out.allow > FAST_ALLOW_MAX or #L.cidrs > FAST_ALLOW_MAX then return nil, "allow-list too long" end
+  return out
 end
 
 function _M.enter(req)
+  if req.ratelimit_checked then return nil end   -- the C fast path applied them (req.ratelimit: headers)
   return _M.apply(limiter(), req)
 end
 

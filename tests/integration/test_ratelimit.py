@@ -150,15 +150,27 @@ class Client(threading.Thread):
 
 
 def test_two_instances_admit_exactly_what_gcra_allows(redis):
-    prefix = "rlx%d:" % os.getpid()
-    pol = policy('{ name = "exact", limit = 100, period = 60, route = "/api/rl/gcra" }')
+    exactly(redis, "/api/rl/gcra", "/api/rl/gcra", "rlx%d:" % os.getpid())
+
+
+def test_two_instances_exact_on_the_c_fast_path(redis):
+    # a cached product: the C fast path checks the rule (one shared budget)
+    exactly(redis, "/api/products/{id}", "/api/products/p-0001", "rlf%d:" % os.getpid(), warm=True)
+
+
+def exactly(redis, route, path, prefix, warm=False):
+    pol = policy('{ name = "exact", limit = 100, period = 60, route = "%s" }' % route)
     a = start(redis, pol, env={"REDIS_KEY_PREFIX": prefix})
     b = start(redis, pol, env={"REDIS_KEY_PREFIX": prefix})
     try:
+        if warm:   # cache the product, then forget what that cost
+            assert a.get(path)[0] == 200
+            assert a.get(path, headers={"Cache-Control": "no-cache"})[0] == 200
+            redis.command("DEL", prefix + "rl:g:exact:ip:127.0.0.1")
         n, duration = 200, 3.0
         barrier = threading.Barrier(n + 1)
         stop = [math.inf]
-        clients = [Client((a, b)[i % 2].port, "/api/rl/gcra", barrier, stop) for i in range(n)]
+        clients = [Client((a, b)[i % 2].port, path, barrier, stop) for i in range(n)]
         for c in clients:
             c.start()
         barrier.wait(timeout=30)
@@ -191,6 +203,8 @@ def test_two_instances_admit_exactly_what_gcra_allows(redis):
         for i, c in enumerate(clients):
             per_instance[i % 2] = per_instance.get(i % 2, 0) + sum(1 for x in c.log if x[2] == 200)
         assert per_instance[0] > 0 and per_instance[1] > 0, per_instance   # both really shared one budget
+        if warm:   # the admitted ones were answered in C
+            assert fast_hits(a) + fast_hits(b) >= ok // 2, (fast_hits(a), fast_hits(b), ok)
     finally:
         a.close()
         b.close()
@@ -388,6 +402,76 @@ def test_policy_is_validated_and_hot_reloaded(redis):
                 return err and "ratelimits.lua" in err and reason in err
             wait_until(reported, 20, 0.1, "the reload error " + reason)
             assert lower(e.get("/api/rl/tight")[1])["ratelimit-policy"] == '"tight";q=7;w=60'
+    finally:
+        e.close()
+
+
+def fast_hits(e):
+    s, _, body = e.get("/api/cache/metrics")
+    assert s == 200, s
+    return json.loads(body)["fastPathHits"]
+
+
+def test_fast_path_checks_the_rules_itself(redis):
+    """GET /api/products/{id} answered by the C fast path applies the rules
+    that C can check (keyed by ip or route) with the same budgets, headers
+    and 429 as the Lua middleware, which still handles requests the fast
+    path leaves to Lua (here: Cache-Control: no-cache)."""
+    e = start(redis, policy(
+        '{ name = "default", limit = 100, period = 60, prefix = "/api/", key = "ip" }',
+        '{ name = "prod", limit = 4, period = 60, route = "/api/products/{id}", methods = { "GET" }, '
+        'key = "route" }'), workers=1)
+    try:
+        path = "/api/products/p-0007"
+        s, h, first = e.get(path)          # a miss: the handler, limits applied by C before it
+        h = lower(h)
+        assert s == 200, s
+        assert h["ratelimit-policy"] == '"default";q=100;w=60, "prod";q=4;w=60', h
+        assert re.fullmatch(r'"default";r=99;t=\d+, "prod";r=3;t=15', h["ratelimit"]), h
+        assert (h["x-ratelimit-limit"], h["x-ratelimit-remaining"], h["x-ratelimit-reset"]) == ("4", "3", "15"), h
+        before = fast_hits(e)                                     # default: 98 left
+        s, h, body = e.get(path)            # a fresh hit: answered in C
+        h = lower(h)
+        assert s == 200 and body == first and h["x-cache"] == "HIT", (s, h)
+        assert fast_hits(e) == before + 1                         # default: 96 left
+        assert re.fullmatch(r'"default";r=97;t=\d+, "prod";r=2;t=30', h["ratelimit"]), h
+        assert h["x-ratelimit-remaining"] == "2", h
+        # HEAD: "prod" is for GET only, so only "default" applies
+        s, h, _ = e.request("HEAD", path)
+        h = lower(h)
+        assert s == 200 and h["ratelimit-policy"] == '"default";q=100;w=60', h
+        assert re.fullmatch(r'"default";r=95;t=\d+', h["ratelimit"]), h
+        # the Lua middleware (no-cache sends the request to the handler) shares the budgets
+        s, h, _ = e.get(path, headers={"Cache-Control": "no-cache"})
+        h = lower(h)
+        assert s == 200, s
+        assert re.fullmatch(r'"default";r=94;t=\d+, "prod";r=1;t=45', h["ratelimit"]), h
+        s, h, _ = e.get(path)
+        assert lower(h)["x-ratelimit-remaining"] == "0", h
+        # refused in C: the 429 of the middleware; "default" was charged first
+        fast = e.get(path)
+        lua = e.get(path, headers={"Cache-Control": "no-cache"})
+        for s, h, body in (fast, lua):
+            h = lower(h)
+            assert s == 429, s
+            assert h["content-type"] == "application/json", h
+            assert h["retry-after"] == "15", h
+            assert h["ratelimit-policy"] == '"default";q=100;w=60, "prod";q=4;w=60', h
+            assert (h["x-ratelimit-limit"], h["x-ratelimit-remaining"], h["x-ratelimit-reset"]) == ("4", "0", "60"), h
+            assert json.loads(body) == {"success": False, "error": "Rate limit exceeded",
+                                        "message": "Too many requests, please try again later.",
+                                        "retryAfter": 15}, body
+        assert re.fullmatch(r'"default";r=92;t=\d+, "prod";r=0;t=60', lower(fast[1])["ratelimit"]), fast[1]
+        assert re.fullmatch(r'"default";r=91;t=\d+, "prod";r=0;t=60', lower(lua[1])["ratelimit"]), lua[1]
+        # an allow-listed client is not limited on either path
+    finally:
+        e.close()
+    e = start(redis, policy('{ name = "tiny", limit = 1, period = 60, route = "/api/products/{id}", key = "ip" }',
+                            extra='  allow = { "127.0.0.0/8" },\n'), workers=1)
+    try:
+        for _ in range(3):
+            s, h, _ = e.get("/api/products/p-0008")
+            assert s == 200 and not set(lower(h)) & set(RL_HEADERS), (s, h)
     finally:
         e.close()
 
