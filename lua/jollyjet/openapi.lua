@@ -677,7 +677,8 @@ local function paths()
     get = operation {
       tag = "products", id = "getProduct", summary = "Get a product", limited = true,
       description = "From the product cache (L1 in the worker, L2 in Redis); a fresh entry may be answered by "
-        .. "the C host itself when no rate-limit rule applies to the route. X-Cache is the source.",
+        .. "the C host itself (which applies the ip- and route-keyed rate-limit rules with the same headers "
+        .. "and 429). X-Cache is the source, Age the entry's age.",
       params = { param("NoCache") },
       responses = {
         ["200"] = response("The product.", json_body(schema("Product")), CACHE),
