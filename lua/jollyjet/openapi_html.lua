@@ -51,6 +51,8 @@ th{background:#eef1f6;font-weight:600}
 .comp{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 16px;margin:12px 0}
 .comp h3{margin:0 0 4px;font-size:16px}
 .hdrs{margin:0;padding-left:16px}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#eef1f6;padding:6px 8px;border-radius:4px;margin:4px 0}
+td{overflow-wrap:anywhere}
 ]]
 _M.CSS = CSS
 
@@ -112,8 +114,9 @@ local function type_text(s, depth)
 end
 _M.type_text = type_text
 
--- Constraints of a schema, in words.
-local function constraints(s)
+-- Constraints of a schema, in words (HTML).
+local constraints
+function constraints(s)
   if type(s) ~= "table" then return "" end
   local c = {}
   local function range(lo, hi, unit)
@@ -135,6 +138,10 @@ local function constraints(s)
   end
   for i = 1, #c do
     if not c[i]:find("<code>", 1, true) then c[i] = esc(c[i]) end
+  end
+  if type(s.items) == "table" and not s.items["$ref"] then   -- an array's items: their own constraints
+    local inner = constraints(s.items)
+    if inner ~= "" then c[#c + 1] = "each: " .. inner end
   end
   return concat(c, "; ")
 end
@@ -182,11 +189,17 @@ local function schema_block(out, s)
   end
 end
 
-local function content_block(out, content)
+-- expand_doc: show a referenced schema's fields here too (request bodies)
+local function content_block(out, content, expand_doc)
   for _, ctype in ipairs(sorted_keys(content)) do
     local media = content[ctype]
     out[#out + 1] = "<div><code>" .. esc(ctype) .. "</code>: "
-    schema_block(out, media.schema)
+    local sch = media.schema
+    if expand_doc and type(sch) == "table" and sch["$ref"] then
+      out[#out + 1] = "<div>" .. type_text(sch) .. "</div>"
+      sch = openapi.resolve(expand_doc, sch["$ref"]) or sch
+    end
+    schema_block(out, sch)
     if media.example ~= nil then
       out[#out + 1] = '<div class="kind">example</div><pre><code>' .. esc(json_value(media.example)) .. "</code></pre>"
     end
@@ -214,8 +227,13 @@ local function headers_list(out, doc, headers)
   for _, name in ipairs(names) do
     local h = headers[name]
     local r = h["$ref"] and openapi.resolve(doc, h["$ref"]) or h
-    out[#out + 1] = ("<li><code>%s</code>%s: %s</li>"):format(esc(name),
-      h["$ref"] and (" (" .. ref_link(h["$ref"]) .. ")") or "", esc(r.description or ""))
+    local shown = "<code>" .. esc(name) .. "</code>"
+    if h["$ref"] then   -- the header's name, linked to its component
+      local target = h["$ref"]:match("^#/components/headers/(.+)$")
+      shown = target and ('<a href="#header-%s"><code>%s</code></a>'):format(anchor(target), esc(name))
+        or (shown .. " (" .. ref_link(h["$ref"]) .. ")")
+    end
+    out[#out + 1] = ("<li>%s: %s</li>"):format(shown, esc(r.description or ""))
   end
   out[#out + 1] = "</ul>"
 end
@@ -272,7 +290,7 @@ local function operation(out, doc, path, method, op, path_params)
   if op.requestBody then
     local b = op.requestBody
     out[#out + 1] = '<div class="kind">request body' .. (b.required and " (required)" or " (optional)") .. "</div>"
-    content_block(out, b.content or {})
+    content_block(out, b.content or {}, doc)
   end
   response_rows(out, doc, op.responses or {})
   out[#out + 1] = "</article>"
