@@ -16,7 +16,8 @@
 -- user_header: the header key = "user" reads (trusted as sent: set it at a
 --   gateway that authenticates).
 --
--- 404/405 answers are not counted; GET /health is never limited.
+-- 404/405 answers are not counted; /health, /health/live and /health/ready
+-- are never limited.
 return {
   enabled = true,
   user_header = "X-User-Id",

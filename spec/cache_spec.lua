@@ -26,8 +26,13 @@ local orig_pipeline = redis.pipeline
 local used = {}   -- Redis keys to delete after the spec
 local seq = 0
 
-local function vkey(ns, key) return redis.key("c", ns, key) end
-local function lkey(ns, key) return redis.key("l", ns, key) end
+-- Value and lease keys carry the cache epoch (learned on first use).
+local function epoch()
+  if not cache.epoch() then cache.redis_usable() end
+  return assert(cache.epoch(), "cache epoch unknown")
+end
+local function vkey(ns, key) return redis.key("c", epoch(), ns, key) end
+local function lkey(ns, key) return redis.key("l", epoch(), ns, key) end
 local function wkey(ns, key) return redis.key("w", ns, key) end
 local function tkey(tag) return redis.key("t", tag) end
 
@@ -101,6 +106,12 @@ local function envelope(ns, key)
   assert(x, "malformed envelope: " .. s)
   return { expiry = tonumber(x), delta = tonumber(d), version = tonumber(ver), negative = neg == "1",
            tags = tags, value = neg ~= "1" and value or nil }
+end
+
+local function envelope_at(k)
+  local s = redis.call("GET", k)
+  if not s then return nil end
+  return { value = s:match("\n(.*)$") }
 end
 
 local function encode(value, expiry, version)
@@ -571,6 +582,174 @@ describe("jollyjet.cache", function()
       assert.equal(1, loaders[untagged][2].calls)
       assert.equal(1, loaders[other_tagged][2].calls)
       for _, k in ipairs(tagged) do assert.equal("HIT", select(3, fetch(ns_of(k), k, { tag }))) end
+    end)
+  end)
+
+  describe("purge (cache epoch)", function()
+    local fastpath = require "engine.fastpath"
+    local orig_epoch, orig_call = fastpath.epoch, redis.call
+    after_each(function()
+      fastpath.epoch = orig_epoch
+      redis.call = orig_call
+    end)
+
+    it("makes every entry a MISS at once with one INCR, leaving the old entries to their TTL", function()
+      local keys = { new_key("product", "purge1"), new_key("list", "purge2") }
+      local loader, l = counting()
+      for _, k in ipairs(keys) do cache.fetch(k:find("purge1") and "product" or "list", k, loader) end
+      local old_keys = { vkey("product", keys[1]), vkey("list", keys[2]) }
+      local e0 = epoch()
+      assert.equal("HIT", select(3, cache.fetch("product", keys[1], loader)))
+      local n = assert(cache.purge())
+      assert.equal(e0 + 1, n)
+      assert.equal(n, (cache.epoch()))                     -- this worker switched at once
+      assert.equal(tostring(n), redis.call("GET", redis.key("epoch")))
+      for _, k in ipairs(old_keys) do                      -- O(1): nothing was deleted ...
+        assert.is_not_nil(redis.call("GET", k))
+        assert.is_true(redis.call("PTTL", k) > 0)          -- ... and it expires by itself
+      end
+      local v, _, src = cache.fetch("product", keys[1], loader)
+      assert.equal("MISS", src)
+      assert.equal("value3", v)
+      assert.equal(3, l.calls)
+      assert.equal("HIT", select(3, cache.fetch("product", keys[1], loader)))
+      assert.equal("MISS", select(3, cache.fetch("list", keys[2], loader)))
+    end)
+
+    it("does not let a fill that began before a purge be seen after it", function()
+      local key = new_key("product", "purge_fill")
+      local loader, l = counting(function(n)
+        if n == 1 then core.sleep(0.15) return "before-purge", 1 end
+        return "after-purge", 2
+      end)
+      local first
+      core.spawn(function() first = table.pack(cache.fetch("product", key, loader)) end)
+      assert.is_true(wait_until(function() return l.calls == 1 end))
+      local old_key = vkey("product", key)
+      assert(cache.purge())
+      -- a fetch after the purge does not join the fill in flight
+      local v, _, src = cache.fetch("product", key, loader)
+      assert.equal("after-purge", v)
+      assert.equal("MISS", src)
+      assert.is_true(wait_until(function() return first ~= nil end))
+      assert.equal("before-purge", first[1])                -- it asked before the purge
+      assert.equal("before-purge", envelope_at(old_key).value)   -- stored where nobody reads
+      for _ = 1, 3 do
+        v, _, src = cache.fetch("product", key, loader)
+        assert.equal("after-purge", v)
+        assert.equal("HIT", src)
+      end
+      assert.equal(2, l.calls)
+    end)
+
+    it("flushes the L1 of bounded namespaces", function()
+      use_config({ namespaces = { wishlist = { consistency = "bounded", max_lag_ms = 5000 } } })
+      local key = new_key("wishlist", "purge_l1")
+      local loader, l = counting()
+      cache.fetch("wishlist", key, loader)
+      assert.equal("L1", select(4, cache.fetch("wishlist", key, loader)))
+      assert(cache.purge())
+      assert.is_nil(lru.cache("wishlist"):get(key))
+      local _, _, src, level = cache.fetch("wishlist", key, loader)
+      assert.equal("MISS", src)
+      assert.equal("DB", level)
+      assert.equal(2, l.calls)
+    end)
+
+    it("follows a purge announced by another worker on the invalidation channel", function()
+      assert.is_true(wait_until(lru.subscriber_up, 3))
+      local key = new_key("product", "purge_remote")
+      local loader, l = counting()
+      cache.fetch("product", key, loader)
+      local n = redis.call("INCR", redis.key("epoch"))      -- what cache.purge does elsewhere
+      redis.call("PUBLISH", redis.key("invalidate"), "!epoch\t" .. n)
+      assert.is_true(wait_until(function() return cache.epoch() == n end))
+      assert.equal("MISS", select(3, cache.fetch("product", key, loader)))
+      assert.equal(2, l.calls)
+    end)
+
+    it("bypasses Redis and journals invalidations while the epoch cannot be learned", function()
+      local key = new_key("product", "purge_unknown")
+      local loader, l = counting()
+      cache.fetch("product", key, loader)
+      local known = epoch()
+      fastpath.epoch = function() return known, false, 0 end   -- stale, e.g. the subscriber was down
+      redis.call = function(cmd, k, ...)
+        if cmd == "GET" and k == redis.key("epoch") then return nil, "spec: GET failed" end
+        return orig_call(cmd, k, ...)
+      end
+      local v, _, src, level = cache.fetch("product", key, loader)
+      assert.equal("value2", v)
+      assert.equal("BYPASS", src)
+      assert.equal("DB", level)
+      assert.equal(2, l.calls)
+      cache.invalidate("product", key, { version = 5 })
+      local rows = journal_rows()
+      assert.equal(1, #rows)
+      fastpath.epoch = orig_epoch
+      redis.call = orig_call
+      assert.is_true(cache.redis_usable())                 -- learns the epoch, replays the journal
+      assert.equal(0, #journal_rows())
+      assert.is_nil(redis.call("GET", vkey("product", key)))
+      db.exec("DELETE FROM cache_journal")
+    end)
+
+    it("learns the epoch from Redis when it is not known (starting at 0 without the key)", function()
+      local ep, fresh = cache.epoch()
+      assert.is_true(fresh)
+      assert.equal(tonumber(redis.call("GET", redis.key("epoch")) or "0"), ep)
+    end)
+  end)
+
+  describe("inspect and scan", function()
+    it("inspect decodes the stored entry: value, version, expiry, tags and whether they are current", function()
+      local key = new_key("list", "inspect")
+      local tag = new_tag("inspect")
+      cache.fetch("list", key, function() return "the value", 7 end, { tags = { tag } })
+      local info = assert(cache.inspect("list", key))
+      assert.equal("the value", info.value)
+      assert.equal(7, info.version)
+      assert.is_false(info.negative)
+      assert.equal("fresh", info.state)
+      assert.is_true(info.ttl > 0 and info.ttl <= 600.01, tostring(info.ttl))   -- expiry has 3 decimals
+      assert.is_true(info.redis_ttl_ms > 0)
+      assert.is_true(math.abs(info.stored_at - core.time()) < 5)
+      assert.same({ [tag] = 0 }, info.tags)
+      assert.is_true(info.tags_current)
+      assert.is_false(info.in_l1)
+      assert.equal(vkey("list", key), info.redis_key)
+      cache.invalidate_tag(tag)
+      assert.is_false(assert(cache.inspect("list", key)).tags_current)
+      assert.is_false(cache.inspect("list", new_key("list", "absent")))
+      assert.has_error(function() cache.inspect("nope", "x") end)
+    end)
+
+    it("scan pages through the entries of the current epoch by ns:key prefix with SCAN", function()
+      local want = {}
+      for i = 1, 25 do
+        local key = new_key("product", "scan*[x]")   -- glob characters are matched literally
+        redis.call("SET", vkey("product", key), encode("v", core.time() + 60), "PX", 60000)
+        want["product:" .. key] = true
+        if i == 1 then redis.call("SET", redis.key("c", epoch() + 1000, "product", key), "other epoch", "PX", 60000) end
+      end
+      used[#used + 1] = redis.key("c", epoch() + 1000, "product", "x")
+      local got, cursor, pages = {}, "0", 0
+      repeat
+        local keys, err
+        keys, cursor, err = cache.scan("product:spec_cache:scan*[x]", cursor, 10)
+        assert.is_nil(err)
+        for _, k in ipairs(keys) do
+          assert.is_nil(got[k])
+          got[k] = true
+        end
+        pages = pages + 1
+      until cursor == "0"
+      assert.same(want, got)
+      assert.is_true(pages >= 2)
+      local none = cache.scan("product:spec_cache:no-such-", "0", 1000)
+      assert.same({}, none)
+      assert.has_error(function() cache.scan("x", "abc", 10) end)
+      assert.has_error(function() cache.scan("x", "0", 0) end)
     end)
   end)
 

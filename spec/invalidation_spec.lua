@@ -19,8 +19,9 @@ local function new_id(name)
   seq = seq + 1
   local id = ("spec-inv-%s-%d"):format(name, seq)
   for _, ns in ipairs({ "product", "wishlist" }) do
-    used[#used + 1] = redis.key("c", ns, id)
-    used[#used + 1] = redis.key("l", ns, id)
+    if not cache.epoch() then cache.redis_usable() end
+    used[#used + 1] = redis.key("c", cache.epoch() or "?", ns, id)
+    used[#used + 1] = redis.key("l", cache.epoch() or "?", ns, id)
     used[#used + 1] = redis.key("w", ns, id)
   end
   return id

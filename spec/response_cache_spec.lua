@@ -35,8 +35,9 @@ end
 -- Remembers the entry's Redis keys for cleanup.
 local function track(r, rule)
   local k = rc.key(r, rule)
-  used[#used + 1] = redis.key("c", "response", k)
-  used[#used + 1] = redis.key("l", "response", k)
+  if not cache.epoch() then cache.redis_usable() end
+  used[#used + 1] = redis.key("c", cache.epoch() or "?", "response", k)
+  used[#used + 1] = redis.key("l", cache.epoch() or "?", "response", k)
   used[#used + 1] = redis.key("w", "response", k)
 end
 
@@ -305,7 +306,7 @@ describe("response_cache", function()
         assert.equal("MISS", h1["X-Cache"])
         assert.equal("MISS", h2["X-Cache"])
         if reply[2]["Set-Cookie"] then assert.equal(reply[2]["Set-Cookie"], h2["Set-Cookie"]) end
-        assert.is_nil(redis.call("GET", redis.key("c", "response", rc.key(r, rule))))
+        assert.is_nil(redis.call("GET", cache.value_key("response", rc.key(r, rule))))
       end
     end)
 

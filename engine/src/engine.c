@@ -7,6 +7,7 @@
 #include "redis.h"
 
 #include <ev.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@ struct jj_engine {
     const jj_config *cfg;
     int worker_id;
     int kind;
+    int checking;        /* built by jollyjet check: kind is APP, no loop runs */
     jj_redis *redis;
     jj_redis_sub *sub;   /* L1 invalidations */
     jj_db *db;
@@ -25,6 +27,13 @@ struct jj_engine {
     const jj_engine_module *modules;   /* borrowed: an embedding host's extra modules */
     size_t nmodules;
     int closing;
+    int master;              /* pid of the master process, 0 if none */
+    /* the cache epoch (engine.h) */
+    long long epoch;
+    int epoch_known;
+    uint64_t epoch_reconnects;   /* Redis connection it was learned on */
+    double epoch_checked_at;
+    unsigned long long epoch_seq;
 };
 
 struct ev_loop *jj_engine_loop(jj_engine *e) { return e->loop; }
@@ -35,13 +44,63 @@ double jj_engine_io_timeout_ms(jj_engine *e) { return e->cfg->redis_timeout_ms; 
 int jj_engine_worker_id(jj_engine *e) { return e->worker_id; }
 int jj_engine_closing(jj_engine *e) { return e->closing; }
 unsigned jj_engine_generation(jj_engine *e) { return e->generation; }
+const char *jj_engine_mode(jj_engine *e) {
+    return e->checking ? "check" : e->kind == JJ_GEN_BARE ? "bare" : "serve";
+}
 const char *jj_engine_last_reload_error(jj_engine *e) { return e->last_error[0] ? e->last_error : NULL; }
 jj_gen *jj_engine_current_gen(jj_engine *e) { return e->gen; }
 int jj_engine_subscriber_up(jj_engine *e) { return jj_redis_sub_up(e->sub); }
 
-/* An invalidation published on <prefix>invalidate (see lru.h for the format). */
+void jj_engine_set_master(jj_engine *e, int pid) { e->master = pid; }
+int jj_engine_master(jj_engine *e) { return e->master; }
+
+void jj_engine_cache_epoch(jj_engine *e, jj_cache_epoch *out) {
+    jj_redis_status st;
+    jj_redis_get_status(e->redis, &st);
+    out->value = e->epoch;
+    out->seq = e->epoch_seq;
+    out->fresh = e->epoch_known && st.up && st.reconnects == e->epoch_reconnects &&
+                 (jj_redis_sub_up(e->sub) || ev_now(e->loop) - e->epoch_checked_at < JJ_EPOCH_RECHECK_S);
+}
+
+int jj_engine_set_cache_epoch(jj_engine *e, long long value, unsigned long long seq) {
+    if (seq != e->epoch_seq || value < 0) return -1;
+    jj_redis_status st;
+    jj_redis_get_status(e->redis, &st);
+    if (e->epoch != value) {
+        if (e->epoch >= 0) JJ_INFO("cache epoch is now %lld (was %lld): L1 caches flushed", value, e->epoch);
+        jj_lru_registry_flush_all();
+    }
+    e->epoch = value;
+    e->epoch_known = 1;
+    e->epoch_reconnects = st.reconnects;
+    e->epoch_checked_at = ev_now(e->loop);
+    return 0;
+}
+
+void jj_engine_advance_cache_epoch(jj_engine *e, long long value) {
+    e->epoch_seq++;
+    jj_lru_registry_flush_all();
+    if (e->epoch_known && value > e->epoch) e->epoch = value;
+}
+
+/* An invalidation published on <prefix>invalidate (see lru.h for the
+ * format), or a purge: "!epoch\t<n>". */
 static void on_invalidate(const char *msg, size_t len, void *ud) {
-    (void)ud;
+    jj_engine *e = ud;
+    static const char epoch_msg[] = "!epoch\t";
+    const size_t n = sizeof epoch_msg - 1;
+    if (len > n && len < n + 20 && memcmp(msg, epoch_msg, n) == 0) {
+        char num[24];
+        memcpy(num, msg + n, len - n);
+        num[len - n] = 0;
+        char *end;
+        long long v = strtoll(num, &end, 10);
+        if (*end == 0 && v >= 0) {
+            jj_engine_advance_cache_epoch(e, v);
+            return;
+        }
+    }
     if (jj_lru_registry_invalidate(msg, len) != 0)
         JJ_DEBUG("ignoring malformed L1 invalidation \"%.*s\"", (int)(len > 200 ? 200 : len), msg);
 }
@@ -50,7 +109,9 @@ static void on_invalidate(const char *msg, size_t len, void *ud) {
  * everything when it goes down, and again when it comes back (messages
  * published in between are lost, and entries may have been stored). */
 static void on_subscriber_state(int up, void *ud) {
-    (void)ud;
+    jj_engine *e = ud;
+    e->epoch_known = 0;   /* a purge may have gone unheard: learn it again */
+    e->epoch_seq++;
     jj_lru_registry_flush_all();
     if (!up) JJ_WARN("L1 invalidation subscriber down: L1 caches flushed");
 }
@@ -78,6 +139,7 @@ jj_engine *jj_engine_new_with(struct ev_loop *loop, const jj_config *cfg, int wo
     e->cfg = cfg;
     e->worker_id = worker_id;
     e->kind = kind;
+    e->epoch = -1;
     jj_redis_config rc = {
         .host = cfg->redis_host,
         .port = cfg->redis_port,
@@ -93,6 +155,7 @@ jj_engine *jj_engine_new_with(struct ev_loop *loop, const jj_config *cfg, int wo
     e->redis = jj_redis_new(loop, &rc);
     if (kind == JJ_GEN_CHECK) {
         e->kind = kind = JJ_GEN_APP;   /* validate only: no subscriber, no database */
+        e->checking = 1;
     } else {
         char channel[sizeof cfg->redis_prefix + 16];
         snprintf(channel, sizeof channel, "%sinvalidate", cfg->redis_prefix);
@@ -135,6 +198,7 @@ int jj_engine_reload(jj_engine *e) {
 void jj_engine_free(jj_engine *e) {
     if (!e) return;
     e->closing = 1;
+    jj_core_wake_sleepers(e);      /* background loops end instead of holding their VM */
     jj_gen_release(e->gen);
     if (e->db) jj_db_close(e->db);
     if (e->sub) jj_redis_sub_free(e->sub);

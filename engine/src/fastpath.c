@@ -1,8 +1,9 @@
 /* fastpath.c: see fastpath.h. Also the Lua module `engine.fastpath`:
  *
- *   fastpath.route{ prefix = "/api/products/", ns = "product", key_prefix = redis.key("c", "product") .. ":",
+ *   fastpath.route{ prefix = "/api/products/", ns = "product", key_prefix = redis.key("c") .. ":",
  *                   content_type = "application/json", bounded = false, beta = 1.0 }
- *       -- while a generation builds: register a route of that generation
+ *       -- while a generation builds: register a route of that generation; the
+ *       -- value key is key_prefix .. <cache epoch> .. ":" .. ns .. ":" .. id
  *   fastpath.route{ ..., route = "/api/products/{id}", ratelimits = { rule, ... },
  *                   ratelimit_message = "...", ratelimit_allow = { "10.0.0.1", ... },
  *                   ratelimit_cidrs = { { lo, hi }, ... } }
@@ -10,6 +11,10 @@
  *       -- checked here, through engine.ratelimit's batch, before the cache lookup
  *   fastpath.trust(reconnects)  -- the cache library trusts Redis for this connection epoch
  *   fastpath.distrust()         -- ... or no longer (journaled invalidations pending)
+ *   epoch, fresh, seq = fastpath.epoch()    -- the cache epoch (engine.h); epoch nil if never learned
+ *   ok = fastpath.set_epoch(n, seq)         -- what GET <prefix>epoch answered (false: seq moved, ask again)
+ *   fastpath.advance_epoch(n)               -- a purge made epoch n: flush every L1, move forward
+ * The fast path answers only while the epoch is fresh.
  */
 #include "fastpath.h"
 #include "engine.h"
@@ -293,9 +298,37 @@ static int l_distrust(lua_State *L) {
     return 0;
 }
 
+/* [-0, +3, -] fastpath.epoch() -> epoch | nil, fresh, seq */
+static int l_epoch(lua_State *L) {
+    jj_cache_epoch ep;
+    jj_engine_cache_epoch(jj_engine_of(L), &ep);
+    if (ep.value >= 0) lua_pushinteger(L, ep.value);
+    else lua_pushnil(L);
+    lua_pushboolean(L, ep.fresh);
+    lua_pushinteger(L, (lua_Integer)ep.seq);
+    return 3;
+}
+
+/* [-2, +1, e] fastpath.set_epoch(n, seq) -> boolean */
+static int l_set_epoch(lua_State *L) {
+    lua_Integer n = luaL_checkinteger(L, 1), seq = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 0, 1, "epoch must be >= 0");
+    lua_pushboolean(L, jj_engine_set_cache_epoch(jj_engine_of(L), (long long)n, (unsigned long long)seq) == 0);
+    return 1;
+}
+
+/* [-1, +0, e] fastpath.advance_epoch(n) */
+static int l_advance_epoch(lua_State *L) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 0, 1, "epoch must be >= 0");
+    jj_engine_advance_cache_epoch(jj_engine_of(L), (long long)n);
+    return 0;
+}
+
 int luaopen_engine_fastpath(lua_State *L) {
     static const luaL_Reg fns[] = {
-        {"route", l_route}, {"trust", l_trust}, {"distrust", l_distrust}, {NULL, NULL}};
+        {"route", l_route}, {"trust", l_trust}, {"distrust", l_distrust},
+        {"epoch", l_epoch}, {"set_epoch", l_set_epoch}, {"advance_epoch", l_advance_epoch}, {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }
@@ -543,8 +576,11 @@ static int lookup(pending *p, int heap) {
     jj_redis_get_status(redis, &st);
     /* Redis only within the connection epoch the cache library vouched for */
     if (!st.up || p->trusted < 0 || (long long)st.reconnects != p->trusted) return 0;
-    char k[256];
-    int kn = snprintf(k, sizeof k, "%s%.*s", r->key_prefix, (int)p->klen, p->key);
+    jj_cache_epoch ep;
+    jj_engine_cache_epoch(e, &ep);
+    if (!ep.fresh) return 0;   /* a purge may have gone unheard: the handler learns the epoch */
+    char k[320];
+    int kn = snprintf(k, sizeof k, "%s%lld:%s:%.*s", r->key_prefix, ep.value, r->ns, (int)p->klen, p->key);
     if (kn < 0 || (size_t)kn >= sizeof k) return 0;
     pending *q = p;
     if (!heap) {

@@ -1,5 +1,5 @@
 /* lua_core.c: the `engine.core` module: clock, sleep, logging, randomness,
- * directory listing and the worker's identity. */
+ * directory listing, the worker's identity and asking for a reload. */
 #include "engine.h"
 #include "lua_modules.h"
 #include "log.h"
@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <lauxlib.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -27,33 +28,80 @@ static int l_time(lua_State *L) {
     return 1;
 }
 
-typedef struct {
+/* Sleeping tasks, so that an engine shutting down can wake its own (a
+ * timer the loop never runs again would keep its task, and the task its
+ * generation's VM, alive for ever). */
+typedef struct sleeper {
     ev_timer timer;
     jj_wait *wait;
     struct ev_loop *loop;
+    jj_engine *engine;
+    struct sleeper *prev, *next;
 } sleeper;
 
-static void sleep_done(struct ev_loop *loop, ev_timer *w, int revents) {
-    (void)loop; (void)revents;
-    sleeper *s = w->data;
+static sleeper *sleepers;
+
+static void sleeper_unlink(sleeper *s) {
+    if (s->prev) s->prev->next = s->next; else sleepers = s->next;
+    if (s->next) s->next->prev = s->prev;
+}
+
+/* Ends one sleep: core.sleep returns true, or nil, "closing". */
+static void sleeper_finish(sleeper *s, int closing) {
     jj_wait *wait = s->wait;
+    sleeper_unlink(s);
     free(s);
     lua_State *co = jj_wait_target(wait);
     if (!co) { jj_wait_release(wait); return; }
-    lua_pushboolean(co, 1);
-    jj_wait_resume(wait, 1);
+    if (closing) {
+        lua_pushnil(co);
+        lua_pushliteral(co, "closing");
+        jj_wait_resume(wait, 2);
+    } else {
+        lua_pushboolean(co, 1);
+        jj_wait_resume(wait, 1);
+    }
 }
 
-/* [-1, +1, e] core.sleep(seconds) -> true. Yields the task. */
+static void sleep_done(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop; (void)revents;
+    sleeper_finish(w->data, 0);
+}
+
+void jj_core_wake_sleepers(jj_engine *e) {
+    sleeper *s = sleepers;
+    while (s) {
+        sleeper *next = s->next;
+        if (s->engine == e) {
+            ev_timer_stop(s->loop, &s->timer);
+            sleeper_finish(s, 1);   /* may run Lua, which cannot sleep again (closing) */
+            next = sleepers;        /* the list may have changed: start over */
+        }
+        s = next;
+    }
+}
+
+/* [-1, +(1|2), e] core.sleep(seconds) -> true, or nil, "closing" when the
+ * engine shuts down (at once if it already is). Yields the task. */
 static int l_sleep(lua_State *L) {
     double s = luaL_checknumber(L, 1);
     luaL_argcheck(L, s >= 0 && s <= 3600, 1, "must be between 0 and 3600 seconds");
     jj_engine *e = jj_engine_of(L);
+    if (jj_engine_closing(e)) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closing");
+        return 2;
+    }
     jj_wait *w = jj_wait_new(L, s * 1000.0 + 60000.0);
     sleeper *sl = malloc(sizeof *sl);
     if (!sl) { jj_wait_abandon(w); return luaL_error(L, "not enough memory"); }
     sl->wait = w;
     sl->loop = jj_engine_loop(e);
+    sl->engine = e;
+    sl->prev = NULL;
+    sl->next = sleepers;
+    if (sleepers) sleepers->prev = sl;
+    sleepers = sl;
     ev_timer_init(&sl->timer, sleep_done, s, 0.);
     sl->timer.data = sl;
     ev_now_update(sl->loop);
@@ -146,13 +194,18 @@ static int l_list_dir(lua_State *L) {
     return 1;
 }
 
-/* [-0, +1, m] core.info() -> { generation, last_reload_error, worker, pid,
- * version, tasks, memory } */
+/* [-0, +1, m] core.info() -> { generation, vm_generation, mode,
+ * last_reload_error, worker, pid, version, tasks, memory } */
 static int l_info(lua_State *L) {
     jj_engine *e = jj_engine_of(L);
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 10);
     lua_pushinteger(L, jj_engine_generation(e));
     lua_setfield(L, -2, "generation");
+    /* the generation this VM is: less than `generation` once a reload retired it */
+    lua_pushinteger(L, jj_gen_number(jj_gen_of_state(L)));
+    lua_setfield(L, -2, "vm_generation");
+    lua_pushstring(L, jj_engine_mode(e));
+    lua_setfield(L, -2, "mode");
     const char *err = jj_engine_last_reload_error(e);
     if (err) { lua_pushstring(L, err); lua_setfield(L, -2, "last_reload_error"); }
     lua_pushinteger(L, jj_engine_worker_id(e));
@@ -205,6 +258,26 @@ static int l_admin_token_matches(lua_State *L) {
     return 1;
 }
 
+/* [-0, +(1|2), -] core.reload_all() -> true | nil, err: asks the master
+ * process to reload every worker (SIGHUP, as `jollyjet reload` does). The
+ * reload happens after this returns, in every worker including this one.
+ * nil, err without a master (an embedding host, jollyjet spec) or when the
+ * master is gone. */
+static int l_reload_all(lua_State *L) {
+    int master = jj_engine_master(jj_engine_of(L));
+    const char *err = NULL;
+    if (master <= 0) err = "no master process (embedded engine or spec run): reload through the host";
+    else if (getppid() != master) err = "the master process is gone";
+    else if (kill(master, SIGHUP) != 0) err = strerror(errno);
+    if (err) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* ------------------------------------------------------------ spawn */
 
 typedef struct {
@@ -229,12 +302,18 @@ static void spawn_start(struct ev_loop *loop, ev_timer *w, int revents) {
 
 /* [-(n+1), +2, e] core.spawn(fn, ...) -> true | nil, err. Runs fn(...) in a
  * task of its own from the next loop turn (not tied to any request); its
- * errors are logged. For refreshes that must not delay the response. */
+ * errors are logged. For refreshes that must not delay the response.
+ * nil, "closing" once the engine shuts down. */
 static int l_spawn(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     int n = lua_gettop(L);
     jj_engine *e = jj_engine_of(L);
     luaL_argcheck(L, n < 200, 2, "too many arguments");
+    if (jj_engine_closing(e)) {   /* the loop will not turn again */
+        lua_pushnil(L);
+        lua_pushliteral(L, "closing");
+        return 2;
+    }
     spawned *s = malloc(sizeof *s);
     jj_task *t = s ? jj_task_new(jj_gen_of_state(L), spawn_done, NULL) : NULL;
     if (!t) {
@@ -393,6 +472,7 @@ int luaopen_engine_core(lua_State *L) {
         {"info", l_info},
         {"config", l_config},
         {"admin_token_matches", l_admin_token_matches},
+        {"reload_all", l_reload_all},
         {"spawn", l_spawn},
         {"event", l_event},
         {NULL, NULL}};

@@ -6,6 +6,10 @@
 #include <lua.h>
 
 int luaopen_engine_core(lua_State *L);   /* lua_core.c */
+/* lua_core.c: wakes the tasks of engine e sleeping in core.sleep (it
+ * returns nil, "closing"); jj_engine_free calls it once closing is set. */
+struct jj_engine;
+void jj_core_wake_sleepers(struct jj_engine *e);
 int luaopen_engine_redis(lua_State *L);  /* lua_redis.c */
 int luaopen_engine_db(lua_State *L);     /* lua_db.c */
 int luaopen_engine_lru(lua_State *L);    /* lua_lru.c */

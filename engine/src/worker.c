@@ -69,6 +69,7 @@ int jj_worker_run(const jj_config *cfg, int worker_id) {
         JJ_ERROR("cannot load the Lua application: %s", err);
         return JJ_EXIT_CONFIG;
     }
+    jj_engine_set_master(w.engine, (int)getppid());   /* core.reload_all() signals it */
     w.http = jj_http_server_new(w.loop, cfg, fd, jj_host_handle, w.engine);
     ev_signal_init(&w.sigterm, on_stop, SIGTERM);
     ev_signal_init(&w.sigint, on_stop, SIGINT);

@@ -1,8 +1,12 @@
 -- GET /api/cache/metrics: cache effectiveness, summed across workers
--- (engine.metrics lives in memory shared by every worker of this instance).
+-- (engine.metrics lives in memory shared by every worker of this instance),
+-- the consistency verifier's figures (jollyjet.verifier) and the alerts
+-- firing (jollyjet.alerts).
 local metrics = require "engine.metrics"
+local alerts = require "jollyjet.alerts"
+local http = require "jollyjet.http"
 
-local pairs, floor = pairs, math.floor
+local pairs, ipairs, floor, date, concat = pairs, ipairs, math.floor, os.date, table.concat
 
 local FIELDS = {
   hits = "cacheHits", misses = "cacheMisses", stale = "staleReads", loader_calls = "loaderCalls",
@@ -16,6 +20,36 @@ local function rate(hits, misses)
   local total = hits + misses
   if total == 0 then return 0 end
   return floor(hits / total * 10000 + 0.5) / 100
+end
+
+local function iso(t) return date("!%Y-%m-%dT%H:%M:%SZ", t) end
+
+-- The verifier's counters, the share of checked entries that matched (100
+-- when none was checked yet) and its last round on this instance.
+local function consistency(out)
+  local checks = metrics.get("consistency_checks")
+  local errors = metrics.get("consistency_errors")
+  out.consistencyChecks = checks
+  out.consistencyErrors = errors
+  out.consistencyRepairs = metrics.get("consistency_repairs")
+  out.consistencyScore = checks > 0 and floor((checks - errors) / checks * 10000 + 0.5) / 100 or 100
+  local t = metrics.get("consistency_last_time")
+  out.lastVerification = {
+    time = t > 0 and iso(t) or http.null,
+    checked = metrics.get("consistency_last_checked"),
+    errors = metrics.get("consistency_last_errors"),
+  }
+end
+
+-- The alerts firing as a JSON array, "[]" when none (lua-cjson encodes an
+-- empty table as {}).
+local function alerts_json()
+  local items = {}
+  for i, a in ipairs(alerts.active()) do
+    items[i] = http.encode_json({ name = a.name, since = a.since and iso(a.since) or http.null,
+                                  threshold = a.threshold, description = a.description })
+  end
+  return "[" .. concat(items, ",") .. "]"
 end
 
 local function cache_metrics()
@@ -44,8 +78,11 @@ local function cache_metrics()
   overall.fastPathHits = snap["cache_fastpath_hits"] or 0   -- hits answered by the C host without Lua
   for _, t in pairs(by_ns) do t.hitRate = rate(t.cacheHits, t.cacheMisses) end
   overall.namespaces = by_ns   -- {} when nothing was cached yet
+  consistency(overall)
   overall.success = true
-  return 200, overall, { ["Cache-Control"] = "no-store" }
+  local body = http.encode_json(overall)
+  body = body:sub(1, -2) .. ',"alerts":' .. alerts_json() .. "}"
+  return 200, body, { ["Cache-Control"] = "no-store", ["Content-Type"] = "application/json" }
 end
 
 return {

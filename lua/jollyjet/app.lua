@@ -13,6 +13,8 @@ local policy = require "jollyjet.policy"
 local http = require "jollyjet.http"
 local response_cache = require "jollyjet.response_cache"
 local ratelimit = require "jollyjet.ratelimit"
+local verifier = require "jollyjet.verifier"
+local alerts = require "jollyjet.alerts"
 
 local type, ipairs, error, xpcall, tostring = type, ipairs, error, xpcall, tostring
 local traceback = debug.traceback
@@ -106,6 +108,16 @@ function _M.handle(req)
     return ratelimit.leave(req, response_cache.serve(req, rule, function() return dispatch(route, req) end))
   end
   return ratelimit.leave(req, dispatch(route, req))   -- adds the RateLimit headers
+end
+
+-- Background monitoring (policies/monitoring.lua): the consistency verifier
+-- and the alert timer, started once per generation, last, once everything
+-- above has passed (each loop ends when a reload replaces this generation).
+-- Only in an engine that serves: nothing would ever run them for
+-- `jollyjet check`, and specs call verifier.run_once / alerts.evaluate.
+if core.info().mode == "serve" then
+  verifier.start()
+  alerts.start()
 end
 
 return _M

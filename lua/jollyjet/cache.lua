@@ -6,6 +6,9 @@
 --   cache.set(ns, key, value, { version = n })        -- write-through
 --   cache.invalidate(ns, key, { version = n })         -- after a write
 --   cache.invalidate_tag(tag)                          -- O(1), however many entries carry it
+--   epoch, err = cache.purge()                         -- O(1): every entry of every namespace
+--   info, err = cache.inspect(ns, key)                 -- an entry as stored (admin API)
+--   keys, cursor, err = cache.scan(prefix, cursor, count)  -- entries by "ns:key" prefix (SCAN)
 --
 -- Values are strings (callers serialise; products cache their JSON body so a
 -- hit is spliced into the response without decoding). loader() returns
@@ -29,6 +32,14 @@
 --   per-worker L1 for at most max_lag_ms, purged everywhere via pub/sub.
 -- * Redis down: reads go to the loader, writes journal their invalidations in
 --   the database; workers replay the journal before they trust Redis again.
+-- * Purge: value and lease keys carry the cache epoch
+--   (<prefix>c:<epoch>:<ns>:<key>); purge INCRs <prefix>epoch and publishes
+--   it, so every worker switches to the new (empty) key space and flushes its
+--   L1s at once, and old entries expire by their TTL. A worker uses Redis
+--   only while it knows the current epoch (engine.h: learned on this
+--   connection, re-learned after the subscriber was down); a fill keeps the
+--   epoch it started in, so a fill that began before a purge stores where
+--   nobody reads any more.
 local core = require "engine.core"
 local redis = require "engine.redis"
 local db = require "engine.db"
@@ -71,6 +82,13 @@ if mode == "set" and ver ~= "" then redis.call("SET", KEYS[3], ver, "EX", 120) e
 return 1
 ]])
 
+-- KEYS: epoch. ARGV: channel, message prefix. A new epoch, announced.
+local PURGE = redis.script([[
+local n = redis.call("INCR", KEYS[1])
+redis.call("PUBLISH", ARGV[1], ARGV[2] .. n)
+return n
+]])
+
 -- KEYS: lease. ARGV: token. Give the lease back only if it is still ours.
 local RELEASE = redis.script([[
 if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
@@ -81,8 +99,15 @@ return 0
 
 local function conf() return policy.get("cache") end
 
-local function vkey(ns, key) return redis.key("c", ns, key) end
-local function lkey(ns, key) return redis.key("l", ns, key) end
+-- The cache epoch this worker knows (engine.fastpath keeps it for the C
+-- fast path too); "?" names keys nobody writes, for the (unchecked) case of
+-- an epoch never learned.
+local function cur_epoch() return (fastpath.epoch()) or "?" end
+local EPOCH_KEY = redis.key("epoch")
+
+-- Value and lease keys of the epoch ep (default: the current one).
+local function vkey(ns, key, ep) return redis.key("c", ep or cur_epoch(), ns, key) end
+local function lkey(ns, key, ep) return redis.key("l", ep or cur_epoch(), ns, key) end
 local function wkey(ns, key) return redis.key("w", ns, key) end
 local function tkey(tag) return redis.key("t", tag) end
 
@@ -235,13 +260,33 @@ local function replay()
   return true
 end
 
--- Redis is usable for cache reads when it is up and every invalidation that
--- could not reach it has been replayed (after each reconnect, and after a
--- local failure to invalidate).
+-- true once the epoch is fresh (engine.h), asking Redis if it is not. A
+-- purge announced while the GET was out changes seq: ask again.
+local function learn_epoch()
+  local _, fresh, eseq = fastpath.epoch()
+  for _ = 1, 3 do
+    if fresh then return true end
+    local v, err = redis.call("GET", EPOCH_KEY)
+    if v == nil and err then return false end
+    local n = v == nil and 0 or math.tointeger(tonumber(v))
+    if not n or n < 0 then
+      core.log("error", "cache: " .. EPOCH_KEY .. " holds " .. tostring(v) .. ", not an epoch")
+      return false
+    end
+    if fastpath.set_epoch(n, eseq) then return true end
+    _, fresh, eseq = fastpath.epoch()
+  end
+  return false
+end
+
+-- Redis is usable for cache reads when it is up, the epoch is known, and
+-- every invalidation that could not reach it has been replayed (after each
+-- reconnect, and after a local failure to invalidate).
+local function epoch_then_replay() return learn_epoch() and replay() end
 local function redis_usable()
   local up, reconnects = redis.ready()
   if not up then return false end
-  if replayed_at == reconnects and not journal_dirty and not replaying then
+  if replayed_at == reconnects and not journal_dirty and not replaying and select(2, fastpath.epoch()) then
     if told_trust ~= reconnects then tell_trust(reconnects) end
     return true
   end
@@ -252,7 +297,7 @@ local function redis_usable()
   local ev = core.event()
   replaying = ev
   journal_dirty = false
-  local ok, res = pcall(replay)
+  local ok, res = pcall(epoch_then_replay)
   replaying = nil
   local usable = ok and res or false
   if usable then replayed_at = reconnects; tell_trust(reconnects) else journal_dirty = true; tell_trust(nil) end
@@ -265,13 +310,13 @@ _M.redis_usable = redis_usable
 
 -- env, err, raw: the decoded envelope (or nil), an error when Redis failed,
 -- and the envelope as stored (what L1 keeps, without encoding it again)
-local function read_l2(ns, key, tags)
+local function read_l2(ns, key, tags, ep)
   if not tags then
-    local s, err = redis.call("GET", vkey(ns, key))
+    local s, err = redis.call("GET", vkey(ns, key, ep))
     if err then return nil, err end
     return s and decode(s), nil, s
   end
-  local keys = { vkey(ns, key) }
+  local keys = { vkey(ns, key, ep) }
   for i, t in ipairs(tags) do keys[i + 1] = tkey(t) end
   local res, err = redis.call("MGET", table.unpack(keys))
   if not res then return nil, err end
@@ -290,8 +335,8 @@ local function read_l2(ns, key, tags)
   return env, nil, s
 end
 
-local inflight = {}     -- "ns\0key" -> core.event of the fill in progress
-local refreshing = {}   -- "ns\0key" -> true while a background refresh runs
+local inflight = {}     -- "epoch\0ns\0key" -> core.event of the fill in progress
+local refreshing = {}   -- "epoch\0ns\0key" -> true while a background refresh runs
 
 local function load_direct(ns, loader)
   count("loader_calls", ns)
@@ -300,8 +345,8 @@ local function load_direct(ns, loader)
   return v, ver_or_err
 end
 
--- One fill: lease, loader, atomic store. Returns value, err, source.
-local function do_fill(ns, key, loader, opts, stale)
+-- One fill in epoch ep: lease, loader, atomic store. Returns value, err, source.
+local function do_fill(ns, key, loader, opts, stale, ep)
   local c, ttl, nc = ns_conf(ns)
   local l1 = l1_for(c, ns, nc)
   local seq = l1 and l1:seq()
@@ -313,7 +358,7 @@ local function do_fill(ns, key, loader, opts, stale)
   while true do
     -- The value is read again with the lease: another worker may have
     -- stored it (and released its lease) since our first read.
-    local cmds = { { "SET", lkey(ns, key), tok, "NX", "PX", tostring(lease_ms) }, { "GET", vkey(ns, key) } }
+    local cmds = { { "SET", lkey(ns, key, ep), tok, "NX", "PX", tostring(lease_ms) }, { "GET", vkey(ns, key, ep) } }
     if tags then
       local mget = { "MGET" }
       for i, t in ipairs(tags) do mget[i + 1] = tkey(t) end
@@ -337,7 +382,7 @@ local function do_fill(ns, key, loader, opts, stale)
       -- (An early refresh finds the very entry it was asked to refresh: not an answer.)
       if current and current.expiry > core.time() and (not tags or current.tags == tags_string(tags, gens))
          and not (stale and stale.expiry == current.expiry) then
-        redis.evalsha(RELEASE, { lkey(ns, key) }, { tok })
+        redis.evalsha(RELEASE, { lkey(ns, key, ep) }, { tok })
         return current.value, nil, "HIT"
       end
       local t0 = core.time()
@@ -345,11 +390,11 @@ local function do_fill(ns, key, loader, opts, stale)
       metrics.incr("cache_loader_calls")
       local lok, value, ver_or_err = pcall(loader)
       if not lok then   -- give the lease back, or other workers wait lease_ms for nothing
-        redis.evalsha(RELEASE, { lkey(ns, key) }, { tok })
+        redis.evalsha(RELEASE, { lkey(ns, key, ep) }, { tok })
         error(value, 0)
       end
       if value == nil and ver_or_err ~= nil then
-        redis.evalsha(RELEASE, { lkey(ns, key) }, { tok })
+        redis.evalsha(RELEASE, { lkey(ns, key, ep) }, { tok })
         count("loader_errors", ns)
         if stale then
           count("stale", ns)
@@ -361,7 +406,7 @@ local function do_fill(ns, key, loader, opts, stale)
       local life = value == nil and c.ttl.negative or jittered(opts.ttl or ttl, c.jitter)
       local version = value ~= nil and ver_or_err or nil
       local env = encode(value, now + life, now - t0, version, tags and tags_string(tags, gens))
-      local keys = { vkey(ns, key), lkey(ns, key), wkey(ns, key) }
+      local keys = { vkey(ns, key, ep), lkey(ns, key, ep), wkey(ns, key) }
       local argv = { "lease", tok, env, tostring(floor((life + c.grace) * 1000)), version and tostring(version) or "" }
       if tags then
         for i, t in ipairs(tags) do keys[3 + i] = tkey(t); argv[5 + i] = gens[i] end
@@ -384,14 +429,15 @@ local function do_fill(ns, key, loader, opts, stale)
     count("lease_waits", ns)
     core.sleep(wait)
     wait = math.min(wait * 2, 0.05)
-    local env = read_l2(ns, key, tags)
+    local env = read_l2(ns, key, tags, ep)
     if env and env.expiry > core.time() then return env.value, nil, "HIT" end
   end
 end
 
--- Single-flight inside the worker around do_fill.
-local function fill(ns, key, loader, opts, stale)
-  local fk = ns .. "\0" .. key
+-- Single-flight inside the worker around do_fill (per epoch: a fetch after a
+-- purge does not join a fill that began before it).
+local function fill(ns, key, loader, opts, stale, ep)
+  local fk = ep .. "\0" .. ns .. "\0" .. key
   local ev = inflight[fk]
   if ev then
     count("coalesced", ns)
@@ -400,12 +446,12 @@ local function fill(ns, key, loader, opts, stale)
     if err == "timeout" and v == nil then return nil, "timeout", "MISS" end
     -- Its store was refused: a write landed while it loaded, and we may have
     -- asked after that write was answered. Fill again (the lease coalesces).
-    if refused then return do_fill(ns, key, loader, opts, stale) end
+    if refused then return do_fill(ns, key, loader, opts, stale, ep) end
     return v, err, src == "MISS" and "HIT" or src
   end
   ev = core.event()
   inflight[fk] = ev
-  local ok, v, err, src, refused = pcall(do_fill, ns, key, loader, opts, stale)
+  local ok, v, err, src, refused = pcall(do_fill, ns, key, loader, opts, stale, ep)
   inflight[fk] = nil
   if not ok then
     ev:signal(nil, "fill failed")
@@ -415,12 +461,12 @@ local function fill(ns, key, loader, opts, stale)
   return v, err, src
 end
 
-local function refresh_later(ns, key, loader, opts, env)
-  local fk = ns .. "\0" .. key
+local function refresh_later(ns, key, loader, opts, env, ep)
+  local fk = ep .. "\0" .. ns .. "\0" .. key
   if refreshing[fk] or inflight[fk] then return end
   refreshing[fk] = true
   core.spawn(function()
-    local ok, err = pcall(fill, ns, key, loader, opts, env)
+    local ok, err = pcall(fill, ns, key, loader, opts, env, ep)
     refreshing[fk] = nil
     if not ok then core.log("warn", "cache: refresh of " .. ns .. ":" .. key .. " failed: " .. tostring(err)) end
   end)
@@ -463,7 +509,8 @@ function _M.fetch(ns, key, loader, opts)
     return v, nil, "BYPASS", "DB"
   end
 
-  local env, err, raw = read_l2(ns, key, opts.tags)
+  local ep = cur_epoch()   -- fresh: redis_usable learned it
+  local env, err, raw = read_l2(ns, key, opts.tags, ep)
   if err then
     count("errors", ns)
     local v, e = load_direct(ns, loader)
@@ -475,7 +522,7 @@ function _M.fetch(ns, key, loader, opts)
       -- XFetch: refresh early with a probability that grows near expiry.
       if c.beta > 0 and env.delta > 0 and now - env.delta * c.beta * log(random()) >= env.expiry then
         count("early_refresh", ns)
-        refresh_later(ns, key, loader, opts, env)
+        refresh_later(ns, key, loader, opts, env, ep)
       end
       l1_store(l1, seq, key, raw, math.min(env.expiry - now, nc.max_lag_ms / 1000))
       count("hits", ns)
@@ -483,12 +530,12 @@ function _M.fetch(ns, key, loader, opts)
       return env.value, nil, "HIT", "L2", env.at
     elseif now < env.expiry + c.grace then
       count("stale", ns)
-      refresh_later(ns, key, loader, opts, env)
+      refresh_later(ns, key, loader, opts, env, ep)
       return env.value, nil, "STALE", "L2", env.at
     end
   end
   count("misses", ns)
-  local v, e, src = fill(ns, key, loader, opts, nil)   -- env, if any, is past its grace
+  local v, e, src = fill(ns, key, loader, opts, nil, ep)   -- env, if any, is past its grace
   return v, e, src, src == "MISS" and "DB" or "L2"
 end
 
@@ -507,6 +554,7 @@ function _M.fetch_many(ns, keys, loader_many, opts)
   local l1 = not opts.bypass and l1_for(c, ns, nc) or nil   -- no-cache skips every level
   local seq = l1 and l1:seq()
   local usable = not opts.bypass and redis_usable()
+  local ep = usable and cur_epoch()
 
   local want = {}
   for _, k in ipairs(keys) do
@@ -521,7 +569,7 @@ function _M.fetch_many(ns, keys, loader_many, opts)
   end
   if #want > 0 and usable then
     local rk = {}
-    for i, k in ipairs(want) do rk[i] = vkey(ns, k) end
+    for i, k in ipairs(want) do rk[i] = vkey(ns, k, ep) end
     local res, merr = redis.call("MGET", table.unpack(rk))
     if not res then   -- Redis failed under us: load, do not try to store
       count("errors", ns)
@@ -559,7 +607,7 @@ function _M.fetch_many(ns, keys, loader_many, opts)
     values[k], sources[k] = value, src
     if usable then
       local life = value == nil and c.ttl.negative or jittered(ttl, c.jitter)
-      stores[#stores + 1] = { "EVALSHA", STORE, "3", vkey(ns, k), lkey(ns, k), wkey(ns, k),
+      stores[#stores + 1] = { "EVALSHA", STORE, "3", vkey(ns, k, ep), lkey(ns, k, ep), wkey(ns, k),
         "fill", "", encode(value, t1 + life, 0, version, nil), tostring(floor((life + c.grace) * 1000)),
         version and tostring(version) or "" }
     end
@@ -587,8 +635,9 @@ function _M.set(ns, key, value, opts)
   local life = jittered(ttl, c.jitter)
   local env = encode(value, core.time() + life, 0, version, nil)
   local ok
-  if (redis.ready()) then
-    ok = redis.evalsha(STORE, { vkey(ns, key), lkey(ns, key), wkey(ns, key) },
+  if redis.ready() and learn_epoch() then   -- (an unknown epoch: journaled, replayed once it is known)
+    local ep = cur_epoch()
+    ok = redis.evalsha(STORE, { vkey(ns, key, ep), lkey(ns, key, ep), wkey(ns, key) },
       { "set", "", env, tostring(floor((life + c.grace) * 1000)), version and tostring(version) or "" })
     if ok ~= nil and nc.consistency == "bounded" then
       redis.call("PUBLISH", redis.key("invalidate"), ns .. "\t" .. key)
@@ -605,7 +654,7 @@ function _M.invalidate(ns, key, opts)
   if type(key) ~= "string" then error("cache.invalidate: key must be a string", 2) end
   local c, _, nc = ns_conf(ns)
   local version = opts and opts.version
-  local ok = redis.ready() and apply_invalidation("key", ns, key, version)
+  local ok = redis.ready() and learn_epoch() and apply_invalidation("key", ns, key, version)
   if not ok then journal("key", ns, key, version) end
   if nc.consistency == "bounded" then l1_for(c, ns):delete(key) end   -- pub/sub reaches us later
   count("invalidations", ns)
@@ -620,6 +669,115 @@ function _M.invalidate_tag(tag)
   return true
 end
 
+-- epoch, err = cache.purge(): every entry of every namespace becomes a miss
+-- at once, in every worker and instance sharing Redis (one INCR of the
+-- epoch, announced on the invalidation channel; this worker switches now).
+-- Old entries expire by their TTL. nil, err when Redis cannot be reached:
+-- nothing is purged (a purge is not journaled).
+function _M.purge()
+  if not (redis.ready()) then return nil, "redis unavailable" end
+  local n, err = redis.evalsha(PURGE, { EPOCH_KEY }, { redis.key("invalidate"), "!epoch\t" })
+  if not n then return nil, err end
+  fastpath.advance_epoch(n)
+  metrics.incr("cache_purges")
+  core.log("info", "cache: purged (epoch " .. n .. ")")
+  return n
+end
+
+-- epoch, fresh = cache.epoch(): the epoch this worker uses (nil if never
+-- learned) and whether it may be trusted now.
+function _M.epoch()
+  local ep, fresh = fastpath.epoch()
+  return ep, fresh
+end
+
+-- The Redis key of ns:key's value in the current epoch (tests, tools).
+function _M.value_key(ns, key)
+  ns_conf(ns)
+  if type(key) ~= "string" then error("cache.value_key: key must be a string", 2) end
+  return vkey(ns, key)
+end
+
+local function tag_table(tags)
+  local t = {}
+  for tag, gen in (tags or ""):gmatch("([^,=]+)=([^,]*)") do t[tag] = tonumber(gen) or gen end
+  return t
+end
+
+-- info, err = cache.inspect(ns, key): the entry of ns:key in the current
+-- epoch as stored, decoded: { value, version, negative, expiry, ttl (seconds
+-- until expiry; < 0 once stale), state ("fresh" | "stale" within the grace |
+-- "expired"), redis_ttl_ms, stored_at, load_ms, tags = { tag = generation },
+-- tags_current, in_l1 (this worker's L1), epoch, redis_key }. false when
+-- there is no such entry; nil, err when Redis cannot be used.
+function _M.inspect(ns, key)
+  if type(key) ~= "string" then error("cache.inspect: key must be a string", 2) end
+  local c, _, nc = ns_conf(ns)
+  if not redis_usable() then return nil, "redis unavailable" end
+  local ep = cur_epoch()
+  local k = vkey(ns, key, ep)
+  local res, err = redis.pipeline({ { "GET", k }, { "PTTL", k } })
+  if not res then return nil, err end
+  local s = res[1]
+  if type(s) == "table" and s.err then return nil, s.err end
+  if type(s) ~= "string" then return false end
+  local env = decode(s)
+  if not env then return nil, "malformed cache entry at " .. k end
+  local tags = tag_table(env.tags)
+  local current = true
+  local names = {}
+  for tag in pairs(tags) do names[#names + 1] = tag end
+  if #names > 0 then
+    table.sort(names)
+    local keys = {}
+    for i, t in ipairs(names) do keys[i] = tkey(t) end
+    local gens = redis.call("MGET", table.unpack(keys))
+    for i, t in ipairs(names) do
+      local g = type(gens) == "table" and gens[i]
+      g = (g == redis.null or not g) and 0 or tonumber(g)
+      if g ~= tags[t] then current = false end
+    end
+  end
+  local now = core.time()
+  local l1 = l1_for(c, ns, nc)
+  return {
+    value = env.value, version = env.version, negative = env.negative,
+    expiry = env.expiry, ttl = env.expiry - now,
+    state = env.expiry > now and "fresh" or (now < env.expiry + c.grace and "stale" or "expired"),
+    redis_ttl_ms = math.tointeger(res[2]) or -2, stored_at = env.at, load_ms = env.delta * 1000,
+    tags = tags, tags_current = current, in_l1 = l1 ~= nil and l1:get(key) ~= nil,
+    epoch = ep, redis_key = k,
+  }
+end
+
+local function glob_escape(s) return (s:gsub("[%*%?%[%]\\]", "\\%0")) end
+
+-- keys, next_cursor, err = cache.scan(prefix, cursor, count): entries of the
+-- current epoch whose "ns:key" starts with prefix, by SCAN with MATCH (never
+-- KEYS), a few SCAN steps until count keys are found. At most count keys
+-- (unless the very first SCAN step alone finds more): a step that would
+-- overflow the page is left for the next call, which resumes at its cursor.
+-- next_cursor is "0" once the scan is complete; keys are "ns:key" strings.
+function _M.scan(prefix, cursor, limit)
+  if type(prefix) ~= "string" then error("cache.scan: prefix must be a string", 2) end
+  if type(cursor) ~= "string" or not cursor:match("^%d+$") then error("cache.scan: cursor must be digits", 2) end
+  if math.type(limit) ~= "integer" or limit < 1 then error("cache.scan: count must be a positive integer", 2) end
+  if not redis_usable() then return nil, nil, "redis unavailable" end
+  local base = redis.key("c", cur_epoch()) .. ":"
+  local pattern = glob_escape(base .. prefix) .. "*"
+  local keys, n = {}, #base
+  for _ = 1, 10 do
+    local res, err = redis.call("SCAN", cursor, "MATCH", pattern, "COUNT", math.max(limit - #keys, 10))
+    if not res then return nil, nil, err end
+    local batch = res[2]
+    if #keys > 0 and #keys + #batch > limit then break end   -- resume at cursor next time
+    for _, k in ipairs(batch) do keys[#keys + 1] = sub(k, n + 1) end
+    cursor = res[1]
+    if cursor == "0" or #keys >= limit then break end
+  end
+  return keys, cursor
+end
+
 -- Lets the C host answer GET <prefix><key> with the fresh cached value of
 -- ns:key (engine.fastpath); called by the app while the generation builds.
 -- `limits` (optional): jollyjet.ratelimit.fast_rules' answer for the route,
@@ -627,7 +785,7 @@ end
 function _M.fast_route(prefix, ns, limits)
   local c, _, nc = ns_conf(ns)
   local t = {
-    prefix = prefix, ns = ns, key_prefix = redis.key("c", ns) .. ":",
+    prefix = prefix, ns = ns, key_prefix = redis.key("c") .. ":",   -- .. epoch .. ":" .. ns .. ":" .. id
     content_type = "application/json", bounded = nc.consistency == "bounded", beta = c.beta,
     max_lag_ms = nc.max_lag_ms,
   }
@@ -644,6 +802,62 @@ function _M.bypass(req)
   local pragma = req.headers and req.headers["pragma"]
   return (cc ~= nil and (cc:find("no-cache", 1, true) or cc:find("no-store", 1, true)) ~= nil)
       or (pragma ~= nil and pragma:find("no-cache", 1, true) ~= nil)
+end
+
+-- ------------------------------------------------ inspection (verifier)
+-- For tools that look at what is cached without going through fetch (the
+-- consistency verifier, jollyjet.verifier): the value-key layout stays here.
+
+-- next_cursor, keys = cache.scan_keys(ns, cursor, n): up to n cache keys
+-- (as given to fetch) of namespace ns, by cache.scan. A full pass ends when
+-- next_cursor is "0". nil, err when Redis fails.
+function _M.scan_keys(ns, cursor, n)
+  ns_conf(ns)
+  if type(cursor) ~= "string" or not cursor:find("^%d+$") then
+    error("cache.scan_keys: cursor must be a string of digits", 2)
+  end
+  if math.type(n) ~= "integer" or n < 1 then error("cache.scan_keys: count must be a positive integer", 2) end
+  local keys, nxt, err = _M.scan(ns .. ":", cursor, n)
+  if not keys then return nil, err end
+  local skip = #ns + 2
+  for i, k in ipairs(keys) do keys[i] = sub(k, skip) end
+  return nxt, keys
+end
+
+-- entries, err = cache.peek_entries(ns, keys): what Redis holds for each key,
+-- without touching TTLs, metrics or L1: { [key] = entry } for the keys that
+-- have one, entry = { version = n|nil, negative = bool, expiry = t,
+-- at = t|nil, value = s|nil, raw = <the stored envelope> }.
+function _M.peek_entries(ns, keys)
+  ns_conf(ns)
+  if type(keys) ~= "table" then error("cache.peek_entries: keys must be a list", 2) end
+  local out = {}
+  if #keys == 0 then return out end
+  local rk = {}
+  for i, k in ipairs(keys) do
+    if type(k) ~= "string" then error("cache.peek_entries: keys must be strings", 2) end
+    rk[i] = vkey(ns, k)
+  end
+  local res, err = redis.call("MGET", table.unpack(rk))
+  if type(res) ~= "table" then return nil, err or "MGET gave no answer" end
+  for i, k in ipairs(keys) do
+    local s = res[i]
+    local env = type(s) == "string" and decode(s)
+    if env then
+      env.raw = s
+      out[k] = env
+    end
+  end
+  return out
+end
+
+-- entry, err = cache.peek_entry(ns, key): one key of peek_entries (nil when
+-- nothing is cached).
+function _M.peek_entry(ns, key)
+  if type(key) ~= "string" then error("cache.peek_entry: key must be a string", 2) end
+  local t, err = _M.peek_entries(ns, { key })
+  if not t then return nil, err end
+  return t[key]
 end
 
 return _M

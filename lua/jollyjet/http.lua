@@ -6,8 +6,13 @@ local type, tonumber, char, error, setmetatable = type, tonumber, string.char, e
 local _M = {}
 
 _M.null = cjson.null
--- Sentinel for "encode this empty table as a JSON array".
-_M.empty_array = cjson.empty_array
+-- Sentinel for "encode this empty table as a JSON array". lua-cjson 2.1.0
+-- has no cjson.empty_array: there it is a marker string that http.json
+-- turns into [] after encoding.
+local EMPTY_MARK = "\1jj:empty-array\1"
+local EMPTY_ENCODED = '"\\u0001jj:empty-array\\u0001"'
+_M.empty_array = cjson.empty_array or EMPTY_MARK
+local find, gsub = string.find, string.gsub
 
 local function unescape(s)
   s = s:gsub("+", " ")
@@ -34,6 +39,9 @@ end
 function _M.json(status, value, headers)
   local body, err = cjson.encode(value)
   if not body then error("http.json: cannot encode response: " .. err, 2) end
+  if _M.empty_array == EMPTY_MARK and find(body, EMPTY_ENCODED, 1, true) then
+    body = gsub(body, '"\\u0001jj:empty%-array\\u0001"', "[]")
+  end
   headers = headers or {}
   headers["Content-Type"] = "application/json"
   return status, body, headers

@@ -167,6 +167,12 @@ end
 -- token), session (the session cookie, optional).
 local function operation(o)
   local responses = o.responses
+  if o.admin then
+    responses["503"] = responses["503"] or ref("responses", "AdminUnavailable")
+    for code, r in pairs(responses) do
+      if code:match("^2") and r.headers then r.headers["Cache-Control"] = ref("headers", "Cache-Control") end
+    end
+  end
   if o.limited then
     for code, r in pairs(responses) do
       if code:match("^[23]") and r.headers then
@@ -379,8 +385,18 @@ local function schemas(sess)
           latency_ms = { type = { "number", "null" } },
           reconnects = { type = "integer", minimum = 0 },
           last_error = { type = { "string", "null" } },
-          used_memory = { type = "integer", minimum = 0, description = "Bytes (Redis INFO memory), when known." },
-          maxmemory = { type = "integer", minimum = 0, description = "Bytes; 0 = no limit (Redis INFO), when known." },
+          version = { type = { "string", "null" }, description = "Redis INFO redis_version (null while down)." },
+          role = { type = { "string", "null" }, description = "master / slave (INFO)." },
+          used_memory = { type = { "integer", "null" }, minimum = 0, description = "Bytes (INFO used_memory)." },
+          maxmemory = { type = { "integer", "null" }, minimum = 0, description = "Bytes; 0 = no limit (INFO)." },
+          connected_clients = { type = { "integer", "null" }, minimum = 0 },
+        },
+      },
+      cache = {
+        type = "object",
+        properties = {
+          epoch = { type = { "integer", "null" }, description = "The cache epoch (DELETE /api/cache moves it on)." },
+          epoch_fresh = { type = "boolean", description = "This worker knows the current epoch." },
         },
       },
       database = {
@@ -398,10 +414,24 @@ local function schemas(sess)
       version = { type = "string" },
     },
   }
-  s.Probe = {
+  s.Liveness = {
     type = "object", required = { "status" },
-    description = "A probe answer; more fields (the checks made) may be present.",
-    properties = { status = { type = "string", example = "ok" } },
+    properties = { status = { const = "ok" } },
+  }
+  s.Readiness = {
+    type = "object", required = { "status", "checks", "generation", "reasons" },
+    properties = {
+      status = { enum = { "ready", "not_ready" } },
+      checks = { type = "object", properties = {
+        redis = { enum = { "up", "down" } },
+        database = { enum = { "up", "down" } },
+        policies = { enum = { "loaded", "missing" } },
+      } },
+      generation = { type = "integer", minimum = 1 },
+      reasons = { type = "array", items = { type = "string" }, description = "Why not ready; [] when ready." },
+    },
+    example = { status = "ready", checks = { redis = "up", database = "up", policies = "loaded" }, generation = 1,
+                reasons = EMPTY_ARRAY },
   }
   local counters = {}
   for _, f in ipairs({ "cacheHits", "cacheMisses", "staleReads", "loaderCalls", "coalescedWaits", "leaseWaits",
@@ -419,34 +449,109 @@ local function schemas(sess)
   overall.journaledInvalidations = { type = "integer", minimum = 0 }
   overall.fastPathHits = { type = "integer", minimum = 0, description = "Hits the C host answered without Lua." }
   overall.namespaces = { type = "object", additionalProperties = schema("CacheNamespaceMetrics") }
+  overall.consistencyChecks = { type = "integer", minimum = 0, description = "Entries the verifier compared." }
+  overall.consistencyErrors = { type = "integer", minimum = 0 }
+  overall.consistencyRepairs = { type = "integer", minimum = 0 }
+  overall.consistencyScore = { type = "number", minimum = 0, maximum = 100,
+                               description = "Percent of checked entries that matched (100 before any check)." }
+  overall.lastVerification = { type = "object", properties = {
+    time = { type = { "string", "null" }, format = "date-time" },
+    checked = { type = "integer", minimum = 0 },
+    errors = { type = "integer", minimum = 0 },
+  } }
+  overall.alerts = { type = "array", description = "Alerts firing now (policies/monitoring.lua).", items = {
+    type = "object", required = { "name" },
+    properties = {
+      name = { type = "string", example = "hit_ratio_low" },
+      since = { type = { "string", "null" }, format = "date-time" },
+      threshold = { type = "number" },
+      description = { type = "string" },
+    },
+  } }
   s.CacheMetrics = {
     type = "object", required = { "success", "cacheHits", "cacheMisses", "hitRate", "namespaces" },
     description = "Summed over every worker of this instance.",
     properties = overall,
   }
-  s.AdminResult = {
-    type = "object", required = { "success" },
-    description = "An admin answer: success and what was done (more fields per route).",
-    properties = { success = { const = true } },
-  }
-  s.CacheKeyPage = {
-    type = "object", required = { "success", "keys", "cursor" },
-    properties = {
-      success = { const = true },
-      keys = { type = "array", items = { type = "string" } },
-      cursor = { type = "string", description = "Pass it back for the next page; \"0\" when the scan is done." },
-    },
-  }
-  s.RateLimitState = {
-    type = "object", required = { "success" },
-    description = "A budget as the limiter sees it, nothing consumed.",
-    properties = {
-      success = { const = true },
-      limit = { type = "integer" },
-      remaining = { type = "integer" },
-      reset = { type = "number", description = "Seconds until the budget is full again." },
-    },
-  }
+  local function admin_object(required, props, description)
+    props.success = { const = true }
+    local req = { "success" }
+    for _, r in ipairs(required) do req[#req + 1] = r end
+    return { type = "object", required = req, properties = props, description = description }
+  end
+  local nint = { type = { "integer", "null" } }
+  local nnum = { type = { "number", "null" } }
+  local nstr = { type = { "string", "null" } }
+  local count = { type = "integer", minimum = 0 }
+  s.CacheStats = admin_object({ "redis", "engine" }, {
+    redis = { type = "object", required = { "status" },
+      description = "From Redis INFO; {\"status\":\"down\",\"error\":...} while Redis is down.",
+      properties = {
+        status = { enum = { "up", "down" } }, error = { type = "string" },
+        version = nstr, mode = nstr, role = nstr, uptimeSeconds = nint, usedMemory = nint, usedMemoryHuman = nstr,
+        usedMemoryPeak = nint, maxmemory = nint, maxmemoryPolicy = nstr, fragmentationRatio = nnum,
+        connectedClients = nint, keyspaceHits = count, keyspaceMisses = count,
+        hitRate = { type = "number", minimum = 0, maximum = 100 }, evictedKeys = nint, expiredKeys = nint,
+        opsPerSecond = nint, totalCommands = nint,
+        keyspace = { type = "object", description = "INFO keyspace by database: {\"db0\":{\"keys\",\"expires\",\"avg_ttl\"}}.",
+                     additionalProperties = { type = "object" } },
+      } },
+    engine = { type = "object", properties = {
+      worker = { type = "integer" }, pid = { type = "integer" }, generation = { type = "integer" },
+      version = { type = "string" }, cacheEpoch = nint, cacheEpochFresh = { type = "boolean" },
+      l1 = { type = "object", description = "This worker's L1 caches by namespace.", additionalProperties = {
+        type = "object", properties = { items = count, bytes = count, maxItems = count, maxBytes = count,
+                                        hits = count, misses = count, evictions = count } } },
+      cache = { type = "object", description = "Summed over the workers.", properties = {
+        hits = count, misses = count, hitRate = { type = "number", minimum = 0, maximum = 100 }, stale = count,
+        bypassed = count, loaderCalls = count, purges = count, fastPathHits = count, tagInvalidations = count } },
+    } },
+  })
+  s.CachePurged = admin_object({ "epoch", "message" }, {
+    epoch = { type = "integer", minimum = 1, description = "The new cache epoch." }, message = { type = "string" },
+  })
+  s.TagInvalidated = admin_object({ "tag", "journaled", "message" }, {
+    tag = { type = "string" }, message = { type = "string" },
+    journaled = { type = "boolean", description = "true: Redis was down; applied when it returns." },
+  })
+  s.CacheKeyPage = admin_object({ "keys", "count", "cursor", "complete", "prefix" }, {
+    keys = { type = "array", items = { type = "string", example = "product:p-0001" }, description = "\"ns:key\", sorted." },
+    count = count,
+    cursor = { type = "string", pattern = "^[0-9]+$", description = "Pass it back for the next page; \"0\" when done." },
+    complete = { type = "boolean" },
+    prefix = { type = "string" },
+    epoch = nint,
+  }, "A page may be short, even empty, before the end: SCAN walks Redis's whole keyspace.")
+  s.CacheEntry = admin_object({ "key", "namespace", "entry" }, {
+    key = { type = "string" }, namespace = { type = "string" },
+    entry = { type = "object", properties = {
+      value = { type = { "string", "null" }, description = "The cached string." },
+      version = nint, negative = { type = "boolean" }, state = { enum = { "fresh", "stale", "expired" } },
+      expiresAt = { type = "number" }, ttl = { type = "number" }, redisTtlMs = { type = "integer" },
+      storedAt = nnum, loadMs = { type = "number" },
+      tags = { type = "object", additionalProperties = { type = "integer" },
+               description = "Tag -> the generation recorded with the entry." },
+      tagsCurrent = { type = "boolean" }, inL1 = { type = "boolean", description = "In this worker's L1." },
+      epoch = { type = "integer" }, redisKey = { type = "string" },
+    } },
+  })
+  s.CacheKeyDeleted = admin_object({ "key", "existed", "message" }, {
+    key = { type = "string" }, message = { type = "string" },
+    existed = { type = { "boolean", "null" }, description = "null when Redis could not say." },
+  })
+  s.RateLimitState = admin_object({ "rule", "key", "allowed", "limit", "remaining", "reset", "retryAfter" }, {
+    rule = { type = "string" }, key = { type = "string" }, allowed = { type = "boolean" },
+    limit = { type = "integer" }, remaining = { type = "integer" },
+    reset = { type = "number", description = "Seconds until the budget is full again." },
+    retryAfter = { type = "number" }, enabled = { type = "boolean", description = "Rate limiting is on." },
+  }, "A budget as the limiter sees it, nothing consumed.")
+  s.RateLimitReset = admin_object({ "rule", "key", "message" }, {
+    rule = { type = "string" }, key = { type = "string" }, message = { type = "string" },
+  })
+  s.ReloadRequested = admin_object({ "generation", "message" }, {
+    generation = { type = "integer", description = "The generation that was serving when asked." },
+    message = { type = "string" },
+  })
   return s
 end
 
@@ -469,7 +574,8 @@ local function headers(sess)
     ["Cache-Control"] = { description = "How the client may cache the response.", schema = { type = "string" } },
     Location = { description = "The URL of the created resource.", schema = { type = "string" } },
     Allow = { description = "The methods the path has (405).", schema = { type = "string", example = "GET, HEAD" } },
-    ["WWW-Authenticate"] = { description = "Bearer (401 of the admin API).", schema = { const = "Bearer" } },
+    ["WWW-Authenticate"] = { description = "Bearer (401 of the admin API); Bearer error=\"invalid_token\" when a "
+      .. "wrong token was sent.", schema = { type = "string", example = "Bearer" } },
     ["Content-Security-Policy"] = { description = "Only the page's own inline script and style (by hash) and "
       .. "same-origin requests; nothing external.", schema = { type = "string" } },
     SetSessionCookie = { description = ("The session cookie: %s=<43 characters>; %s."):format(cookie.name, attrs),
@@ -512,20 +618,22 @@ local function parameters()
                   .. "reads and stores nothing. The answer says X-Cache: BYPASS.",
                 schema = { type = "string", example = "no-cache" } },
     Tag = { name = "tag", ["in"] = "path", required = true, description = "A cache tag, e.g. products.",
-            schema = { type = "string" } },
+            schema = { type = "string", maxLength = 512 } },
     CacheKey = { name = "key", ["in"] = "path", required = true,
-                 description = "A cache key as /api/cache/keys lists it (percent-encoded).", schema = { type = "string" } },
-    KeyPrefix = { name = "prefix", ["in"] = "query", description = "Only keys starting with this (after the "
-                  .. "engine's REDIS_KEY_PREFIX).", schema = { type = "string" } },
+                 description = "\"<namespace>:<key>\" as /api/cache/keys lists it, e.g. product:p-0001 (percent-encode "
+                   .. "/, ?, & and spaces).", schema = { type = "string", maxLength = 512, example = "product:p-0001" } },
+    KeyPrefix = { name = "prefix", ["in"] = "query", description = "Only entries whose \"ns:key\" starts with this.",
+                  schema = { type = "string", maxLength = 512, example = "product:" } },
     Cursor = { name = "cursor", ["in"] = "query", description = "From the previous page; start with 0.",
-               schema = { type = "string", default = "0" } },
-    Count = { name = "count", ["in"] = "query", description = "Page size hint (SCAN COUNT).",
-              schema = { type = "integer", minimum = 1 } },
+               schema = { type = "string", pattern = "^[0-9]{1,20}$", default = "0" } },
+    Count = { name = "count", ["in"] = "query", description = "Bounds a page (SCAN COUNT).",
+              schema = { type = "integer", minimum = 1, maximum = 1000, default = 100 } },
     RuleName = { name = "rule", ["in"] = "path", required = true,
                  description = "A rule name of policies/ratelimits.lua, e.g. default.", schema = { type = "string" } },
     RateLimitKey = { name = "key", ["in"] = "path", required = true,
-                     description = "Whose budget: <kind>:<value>, e.g. ip:10.0.0.7, user:42, session:<sid>.",
-                     schema = { type = "string" } },
+                     description = "Whose budget: <kind>:<value> with kind ip, session, user, route or header, e.g. "
+                       .. "ip:10.0.0.7, user:42, \"route:GET /api/products\" (percent-encoded).",
+                     schema = { type = "string", pattern = "^[A-Za-z]+:.", example = "ip:127.0.0.1" } },
   }
 end
 
@@ -538,8 +646,8 @@ local function responses(max_body)
     Error = error_response("Any other error in the one error shape: 405 (the path exists with other methods; "
       .. "Allow lists them), 408 (slow request), 411 (chunked body), 431 (head over 16 KiB), 500 (handler error; "
       .. "requestId in the body), 501, 505."),
-    BadRequest = error_response("The query string has a malformed escape (bad_request).",
-      { success = false, error = "bad_request", message = "malformed escape in query string" }),
+    BadRequest = error_response("bad_request: a malformed escape in the query string, or (admin API) a malformed "
+      .. "parameter.", { success = false, error = "bad_request", message = "malformed escape in query string" }),
     ValidationFailed = response("Invalid input: validation_failed lists every problem in details; invalid_json "
       .. "for an empty or malformed body; invalid_body when it is not a JSON object.",
       json_body(schema("ValidationError"))),
@@ -564,11 +672,14 @@ local function responses(max_body)
       { success = false, error = "no_session", message = "no valid session: create one with POST /api/sessions" },
       { "Cache-Control" }),
     Unauthorized = error_response("Missing or wrong Authorization: Bearer token (unauthorized).",
-      { success = false, error = "unauthorized", message = "a valid admin bearer token is required" },
-      { "WWW-Authenticate" }),
-    AdminDisabled = error_response("not_found: the admin API is disabled because ADMIN_TOKEN is unset (or the "
-      .. "named entry does not exist).",
-      { success = false, error = "not_found", message = "admin API is disabled: set ADMIN_TOKEN" }),
+      { success = false, error = "unauthorized", message = "this route needs Authorization: Bearer <ADMIN_TOKEN>" },
+      { "WWW-Authenticate", "Cache-Control" }),
+    AdminDisabled = error_response("not_found: the admin API is disabled because ADMIN_TOKEN is unset (\"admin "
+      .. "API is disabled: set ADMIN_TOKEN\"); on routes that name something, also: no such entry, namespace or rule.",
+      { success = false, error = "not_found", message = "admin API is disabled: set ADMIN_TOKEN" }, { "Cache-Control" }),
+    AdminUnavailable = error_response("redis_unavailable: Redis cannot be used right now (a purge is not "
+      .. "journaled); reload_unavailable: POST /api/admin/reload without a master process (an embedding host).",
+      { success = false, error = "redis_unavailable", message = "Redis cannot be used right now: redis unavailable" }),
     NotModified = response("If-None-Match matched the ETag: no body.", nil, { "ETag", "Cache-Control" }),
   }
 end
@@ -590,17 +701,16 @@ local function paths()
   } }
   p["/health/live"] = { get = operation {
     tag = "health", id = "getLiveness", summary = "Liveness probe",
-    description = "200 while the process serves; checks no dependency.",
-    responses = { ["200"] = response("Alive.", json_body(schema("Probe"), { status = "ok" }), { "Cache-Control" }) },
+    description = "200 whenever the event loop answers; checks no dependency. Never rate limited.",
+    responses = { ["200"] = response("Alive.", json_body(schema("Liveness"), { status = "ok" }), { "Cache-Control" }) },
   } }
   p["/health/ready"] = { get = operation {
     tag = "health", id = "getReadiness", summary = "Readiness probe",
-    description = "200 when this instance can serve (Redis and the database reachable, policies loaded), "
-      .. "503 otherwise.",
+    description = "200 when Redis is up, the database answers and the policies are loaded; 503 otherwise, "
+      .. "with the reasons. Never rate limited.",
     responses = {
-      ["200"] = response("Ready.", json_body(schema("Probe"), { status = "ok" }), { "Cache-Control" }),
-      ["503"] = response("Not ready; the body says which check failed.", json_body(schema("Probe")),
-        { "Cache-Control" }),
+      ["200"] = response("Ready.", json_body(schema("Readiness")), { "Cache-Control" }),
+      ["503"] = response("Not ready: reasons says why.", json_body(schema("Readiness")), { "Cache-Control" }),
     },
   } }
   p["/metrics"] = { get = operation {
@@ -774,59 +884,64 @@ local function paths()
     o.admin, o.limited, o.tag = true, true, o.tag or "admin"
     return operation(o)
   end
-  local done = function(what) return response(what, json_body(schema("AdminResult"))) end
+  local function done(what, name) return response(what, json_body(schema(name))) end
+  local bad = ref("responses", "BadRequest")
   p["/api/cache/stats"] = { get = admin {
     id = "getCacheStats", summary = "Cache and Redis statistics",
-    responses = { ["200"] = done("Statistics (entries per namespace, Redis memory and keyspace figures).") },
+    description = "Redis from INFO; l1 is the answering worker's, cache is summed over the workers.",
+    responses = { ["200"] = done("The statistics.", "CacheStats") },
   } }
   p["/api/cache"] = { delete = admin {
-    id = "flushCache", summary = "Drop every cache entry of this instance",
-    description = "Only keys under REDIS_KEY_PREFIX, found with SCAN (never KEYS); the workers' L1 copies go too.",
-    responses = { ["200"] = done("Flushed.") },
+    id = "purgeCache", summary = "Purge every cache entry (new cache epoch)",
+    description = "O(1): INCR of the cache epoch and an invalidation message; every worker moves to the new "
+      .. "(empty) key space and flushes its L1. Nothing is deleted: old entries expire by their TTL. 503 while "
+      .. "Redis is down (a purge is not journaled).",
+    responses = { ["200"] = done("Purged.", "CachePurged") },
   } }
   p["/api/cache/tags/{tag}"] = {
     parameters = { param("Tag") },
     delete = admin {
       id = "invalidateCacheTag", summary = "Invalidate a tag",
-      description = "Every entry carrying the tag becomes a miss (its generation is bumped).",
-      responses = { ["200"] = done("Invalidated.") },
+      description = "Every entry carrying the tag becomes a miss (its generation is bumped); journaled while "
+        .. "Redis is down.",
+      responses = { ["200"] = done("Invalidated (or journaled).", "TagInvalidated"), ["400"] = bad },
     },
   }
   p["/api/cache/keys"] = { get = admin {
-    id = "listCacheKeys", summary = "List cache keys (SCAN pages)",
+    id = "listCacheKeys", summary = "List cache entries (SCAN pages, never KEYS)",
     params = { param("KeyPrefix"), param("Cursor"), param("Count") },
-    responses = {
-      ["200"] = response("A page of keys.", json_body(schema("CacheKeyPage"))),
-      ["400"] = ref("responses", "ValidationFailed"),
-    },
+    responses = { ["200"] = done("A page of entries of the current epoch.", "CacheKeyPage"), ["400"] = bad },
   } }
   p["/api/cache/keys/{key}"] = {
     parameters = { param("CacheKey") },
     get = admin {
-      id = "getCacheKey", summary = "Inspect a cache entry",
-      responses = { ["200"] = done("The entry (value, TTL, version, tags).") },
+      id = "getCacheEntry", summary = "One cache entry as stored",
+      responses = { ["200"] = done("The entry.", "CacheEntry"), ["400"] = bad },
     },
     delete = admin {
-      id = "deleteCacheKey", summary = "Delete a cache entry",
-      responses = { ["200"] = done("Deleted.") },
+      id = "deleteCacheEntry", summary = "Invalidate one cache entry",
+      description = "Gone from Redis and, through the invalidation channel, from every worker's L1.",
+      responses = { ["200"] = done("Invalidated.", "CacheKeyDeleted"), ["400"] = bad },
     },
   }
   p["/api/admin/ratelimit/{rule}/{key}"] = {
     parameters = { param("RuleName"), param("RateLimitKey") },
     get = admin {
-      id = "peekRateLimit", summary = "Peek at a rate-limit budget",
-      responses = { ["200"] = response("The budget.", json_body(schema("RateLimitState"))) },
+      id = "peekRateLimit", summary = "Peek at a rate-limit budget (nothing spent)",
+      responses = { ["200"] = done("The budget.", "RateLimitState"), ["400"] = bad },
     },
     delete = admin {
       id = "resetRateLimit", summary = "Reset a rate-limit budget",
-      responses = { ["200"] = done("Reset (in Redis and in this worker's local limiter).") },
+      description = "In Redis and in this worker's local fallback limiter.",
+      responses = { ["200"] = done("Reset.", "RateLimitReset"), ["400"] = bad },
     },
   }
   p["/api/admin/reload"] = { post = admin {
-    id = "reload", summary = "Reload every worker (like SIGHUP)",
-    description = "A bad edit is rejected and reported (GET /health policies.last_reload_error); the current "
-      .. "generation keeps serving.",
-    responses = { ["200"] = done("Reload requested.") },
+    id = "reload", summary = "Reload every worker (like SIGHUP / jollyjet reload)",
+    description = "Every worker builds a new generation from lua/ and policies/; GET /health shows "
+      .. "policies.generation and, when the new files were rejected, policies.last_reload_error (the current "
+      .. "generation keeps serving).",
+    responses = { ["202"] = done("Reload requested.", "ReloadRequested") },
   } }
   return p
 end

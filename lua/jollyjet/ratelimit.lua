@@ -17,8 +17,8 @@
 -- script on the server's clock). The first refusal answers 429 and the
 -- later rules are not charged. Only requests the router matched are
 -- counted: 404 and 405 answers cost nothing (an unknown path does no work
--- worth protecting, and a typo does not eat a client's budget). GET /health
--- is never limited, whatever the rules say.
+-- worth protecting, and a typo does not eat a client's budget). /health,
+-- /health/live and /health/ready are never limited, whatever the rules say.
 --
 -- Whose budget (rule.key): ip = req.remote_addr (the socket's peer; no
 -- X-Forwarded-For), session = the session cookie, user = the user header
@@ -277,7 +277,7 @@ end
 function _M.apply(L, req)
   if not L.enabled then return nil end
   local path = req.path
-  if path == "/health" then return nil end
+  if path == "/health" or path == "/health/live" or path == "/health/ready" then return nil end
   local rules = L.rules
   local r1, res1, results, n = nil, nil, nil, 0
   for i = 1, L.nrules do

@@ -49,6 +49,13 @@ def test_stampede_on_a_cold_product_runs_the_loader_once(e, r):
     assert after - before == 1, after - before
 
 
+def vkey(e, r, pid):
+    """Redis key of product pid's cached value: <prefix>c:<cache epoch>:product:<pid>."""
+    raw = r.command("GET", f"it{e.port}:epoch")
+    ep = 0 if raw.startswith(b"$-1") else int(raw.split(b"\r\n")[1])
+    return f"it{e.port}:c:{ep}:product:{pid}"
+
+
 def get_version(e, pid):
     st, _, doc = e.json("GET", f"/api/products/{pid}")
     assert st == 200, (st, doc)
@@ -57,10 +64,10 @@ def get_version(e, pid):
 
 def test_write_during_a_held_fill_never_stores_the_old_value(e, r):
     pid = "p-0077"
-    r.command("DEL", f"it{e.port}:c:product:{pid}")
+    r.command("DEL", vkey(e, r, pid))
     e.request("PUT", f"/api/products/{pid}", json.dumps({"stock": 5}), {"Content-Type": "application/json"})
     # invalidate whatever the PUT cached so the slow fill below is a real miss
-    r.command("DEL", f"it{e.port}:c:product:{pid}")
+    r.command("DEL", vkey(e, r, pid))
     result = {}
 
     def slow():
@@ -76,7 +83,7 @@ def test_write_during_a_held_fill_never_stores_the_old_value(e, r):
     old = json.loads(result["fill"][2])
     assert old["version"] < new_version
     time.sleep(0.1)
-    raw = r.command("GET", f"it{e.port}:c:product:{pid}")
+    raw = r.command("GET", vkey(e, r, pid))
     assert f'"version":{old["version"]},'.encode() not in raw, raw[:200]
     for _ in range(10):
         assert get_version(e, pid) == new_version
@@ -116,7 +123,7 @@ def test_update_while_redis_is_down_is_not_stale_when_it_returns():
         st, hdrs, doc2 = e.json("GET", f"/api/products/{pid}")
         assert st == 200 and doc2["version"] == doc["version"] and hdrs["X-Cache"] == "BYPASS"
         r.start()                                # loads the old cached value from its dump
-        assert f'"version":{v0},'.encode() in r.command("GET", f"it{e.port}:c:product:{pid}")
+        assert f'"version":{v0},'.encode() in r.command("GET", vkey(e, r, pid))
         wait_until(lambda: all(e.json("GET", "/health")[2]["redis"]["status"] == "up" for _ in range(6)), 5,
                    what="redis up")
         stale = sum(get_version(e, pid) != doc["version"] for _ in range(20))

@@ -236,6 +236,52 @@ def test_answers_of_the_engine_match_the_document(e):
     assert st == 404 and not check(doc, body, doc["components"]["schemas"]["Error"]), body
 
 
+TOKEN = "docs-test-admin-token-0123456789"
+
+
+def test_probe_and_admin_answers_match_the_document(e):
+    doc = json.loads(e.get("/openapi.json")[2])
+    for path in ("/health/live", "/health/ready"):
+        if path in doc["paths"] and e.get(path)[0] != 404:   # routes of the admin branch
+            conforms(doc, e, "GET", path, path, 200)
+    if e.get("/api/cache/stats")[0] == 404 and "admin" not in e.get("/api/cache/stats")[2].decode():
+        print("    NOTE: no admin API in this tree")
+        return
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    h, _ = conforms(doc, e, "GET", "/api/cache/stats", "/api/cache/stats", 401)
+    assert h["www-authenticate"].startswith("Bearer"), h
+    conforms(doc, e, "GET", "/api/cache/stats", "/api/cache/stats", 200, headers=auth)
+    e.get("/api/products/p-0003")
+    _, page = conforms(doc, e, "GET", "/api/cache/keys?prefix=product:&count=1000", "/api/cache/keys", 200,
+                       headers=auth)
+    conforms(doc, e, "GET", "/api/cache/keys?count=0", "/api/cache/keys", 400, headers=auth)
+    conforms(doc, e, "GET", "/api/cache/keys/product:p-0003", "/api/cache/keys/{key}", 200, headers=auth)
+    conforms(doc, e, "GET", "/api/cache/keys/nokey", "/api/cache/keys/{key}", 400, headers=auth)
+    conforms(doc, e, "GET", "/api/cache/keys/product:p-9998", "/api/cache/keys/{key}", 404, headers=auth)
+    conforms(doc, e, "DELETE", "/api/cache/keys/product:p-0003", "/api/cache/keys/{key}", 200, headers=auth)
+    conforms(doc, e, "DELETE", "/api/cache/tags/products", "/api/cache/tags/{tag}", 200, headers=auth)
+    conforms(doc, e, "GET", "/api/admin/ratelimit/default/ip:127.0.0.1", "/api/admin/ratelimit/{rule}/{key}", 200,
+             headers=auth)
+    conforms(doc, e, "GET", "/api/admin/ratelimit/nope/ip:127.0.0.1", "/api/admin/ratelimit/{rule}/{key}", 404,
+             headers=auth)
+    conforms(doc, e, "GET", "/api/admin/ratelimit/default/bogus", "/api/admin/ratelimit/{rule}/{key}", 400,
+             headers=auth)
+    conforms(doc, e, "DELETE", "/api/admin/ratelimit/default/ip:127.0.0.1", "/api/admin/ratelimit/{rule}/{key}",
+             200, headers=auth)
+    conforms(doc, e, "DELETE", "/api/cache", "/api/cache", 200, headers=auth)
+    gen = e.json("GET", "/health")[2]["policies"]["generation"]
+    conforms(doc, e, "POST", "/api/admin/reload", "/api/admin/reload", 202, headers=auth)
+    harness.wait_until(lambda: all(e.json("GET", "/health")[2]["policies"]["generation"] > gen for _ in range(4)),
+                       20, 0.1, "the reload")
+    assert page["keys"] is not None
+
+
+def test_admin_disabled_answers_match_the_document(plain):
+    doc = json.loads(plain.get("/openapi.json")[2])
+    _, body = conforms(doc, plain, "GET", "/api/cache/stats", "/api/cache/stats", 404)
+    assert body["error"] == "not_found", body
+
+
 def test_ratelimited_answers_match_the_document(limited):
     doc = json.loads(limited.get("/openapi.json")[2])
     h, _ = conforms(doc, limited, "GET", "/api/products/p-0002", "/api/products/{id}", 200)
@@ -318,14 +364,17 @@ if __name__ == "__main__":
     redis = harness.Redis()
     engine = limited = None
     try:
-        engine = harness.Engine(redis.port, workers=2)
-        runner.run_all({k: v for k, v in globals().items() if k != "test_ratelimited_answers_match_the_document"},
-                       engine)
+        engine = harness.Engine(redis.port, workers=2, env={"ADMIN_TOKEN": TOKEN})
+        runner.run_all({k: v for k, v in globals().items()
+                        if k not in ("test_ratelimited_answers_match_the_document",
+                                     "test_admin_disabled_answers_match_the_document")}, engine)
         limited = harness.Engine(redis.port, workers=1, env={"RATELIMIT_ENABLED": "true"}, start=False)
         with open(os.path.join(limited.policy_dir, "ratelimits.lua"), "w") as f:
             f.write(LIMITS)
         limited.start()
         runner.run("ratelimited answers match the document", test_ratelimited_answers_match_the_document, limited)
+        runner.run("admin disabled answers match the document", test_admin_disabled_answers_match_the_document,
+                   limited)
     finally:
         for eng in (engine, limited):
             if eng:
