@@ -47,7 +47,8 @@ local function clear_product_entries()
   repeat
     local nxt, keys = assert(cache.scan_keys("product", cursor, 500))
     for _, k in ipairs(keys) do
-      redis.call("DEL", redis.key("c", "product", k), redis.key("l", "product", k), redis.key("w", "product", k))
+      redis.call("DEL", cache.value_key("product", k), redis.key("l", (cache.epoch()), "product", k),
+                 redis.key("w", "product", k))
     end
     cursor = nxt
   until cursor == "0"
