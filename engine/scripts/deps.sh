@@ -7,7 +7,7 @@ pkgs=(build-essential cmake pkg-config lua5.4 liblua5.4-dev libhiredis-dev libev
       libsqlite3-dev lua-cjson redis-server)
 case "$what" in
   run) ;;
-  test) pkgs+=(lua-busted python3 python3-yaml curl valgrind clang lua-check) ;;
+  test) pkgs+=(lua-busted python3 python3-yaml curl valgrind clang lua-check chromium) ;;   # chromium: the dashboard test
   bench) pkgs+=(lua-busted python3 nginx-light wrk) ;;
   *) echo "deps.sh: unknown set '$what' (run|test|bench)" >&2; exit 2 ;;
 esac

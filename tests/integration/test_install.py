@@ -35,7 +35,8 @@ def test_cmake_install_puts_everything_under_the_prefix():
     assert r.returncode == 0, r.stdout + r.stderr
     for rel in ("bin/jollyjet", "lib/libjollyjet_core.a", "include/jollyjet.h",
                 "share/jollyjet/lua/jollyjet/app.lua", "share/jollyjet/lua/handlers/products.lua",
-                "share/jollyjet/policies/cache.lua", "share/jollyjet/migrations/001_init.sql"):
+                "share/jollyjet/policies/cache.lua", "share/jollyjet/migrations/001_init.sql",
+                "share/jollyjet/lua/static/dashboard.html"):
         assert os.path.exists(os.path.join(PREFIX, rel)), f"{rel} not installed"
     assert os.access(INSTALLED, os.X_OK)
 
@@ -89,6 +90,12 @@ def test_installed_serve_answers_health_and_serves_the_migrated_catalogue():
         assert status == 200 and body["database"]["status"] == "up", body
         status, _, body = eng.json("GET", "/api/products/p-0001")
         assert status == 200 and body["id"] == "p-0001", (status, body)
+        # the pages read from the installed share/jollyjet/lua
+        for path in ("/dashboard", "/docs", "/openapi.json"):
+            status, hdrs, body = eng.get(path)
+            assert status == 200 and len(body) > 1000, (path, status)
+        with open(os.path.join(harness.SRC, "lua", "static", "dashboard.html"), "rb") as f:
+            assert eng.get("/dashboard")[2] == f.read()
     finally:
         p.send_signal(signal.SIGTERM)
         rc = p.wait(timeout=30)
