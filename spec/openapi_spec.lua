@@ -3,10 +3,9 @@
 -- same method. The router is built exactly as the engine builds it: by
 -- loading jollyjet.app (lua/handlers/*.lua, policies validated).
 --
--- Routes of branches not merged yet are already in the document; those
--- operations without a route are printed as a list and only fail the spec
--- when STRICT is true.
-local STRICT = true   -- every documented operation must have a route too
+-- Documented operations without a route are listed, and fail the spec when
+-- STRICT is true (a document describing routes that do not exist is wrong).
+local STRICT = true
 
 local openapi = require "jollyjet.openapi"
 local openapi_html = require "jollyjet.openapi_html"

@@ -34,10 +34,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
-# Until /metrics is merged into this tree the values it feeds are checked
-# only when GET /metrics answers. True: /metrics must exist (after the merge).
-REQUIRE_METRICS = True
-
 ARTIFACTS = os.path.join(os.path.dirname(os.path.abspath(harness.BIN)), "artifacts")
 SKIP = 77
 
@@ -458,8 +454,7 @@ def test_dashboard_renders_live_charts(redis, chromium):
         has_metrics = engine.get("/metrics")[0] == 200
         health = engine.json("GET", "/health")[2]
         has_memory = isinstance(health["redis"].get("used_memory"), int)
-        if REQUIRE_METRICS:
-            assert has_metrics, "GET /metrics does not answer 200 (REQUIRE_METRICS = True)"
+        assert has_metrics, "GET /metrics does not answer 200"
         traffic = Traffic(engine.port)
         browser = Browser(chromium, work)
         browser.open(f"http://127.0.0.1:{engine.port}/dashboard")
@@ -493,11 +488,6 @@ def test_dashboard_renders_live_charts(redis, chromium):
             assert number(v["request-rate"]) > 5, v["request-rate"]   # the traffic thread alone does far more
             assert 0 < number(v["p99"]) < 5000, v["p99"]
             assert number(v["ratelimit-rejections"]) >= 0
-        else:
-            assert state["metrics"] == "missing", state
-            assert v["request-rate"] == "" and state["texts"]["request-rate"] == "no data", state
-            print("    NOTE: no GET /metrics in this tree: request rate, p99 and rejections show 'no data' "
-                  "(hit ratio from /api/cache/metrics); set REQUIRE_METRICS = True once /metrics is merged")
         if not has_memory:
             assert state["texts"]["redis-memory"] == "no data", state
         # every chart with points has its line on the canvas
