@@ -141,18 +141,6 @@ static void str_field(lua_State *L, int idx, const char *name, char *dst, size_t
     lua_pop(L, 1);
 }
 
-/* JSON string content of s (quotes, backslashes and controls escaped) */
-static void json_escape(char *dst, size_t cap, const char *s) {
-    size_t o = 0;
-    for (; *s && o + 7 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') { dst[o++] = '\\'; dst[o++] = (char)ch; }
-        else if (ch < 0x20) o += (size_t)snprintf(dst + o, cap - o, "\\u%04x", ch);
-        else dst[o++] = (char)ch;
-    }
-    dst[o] = 0;
-}
-
 /* [-0, +0, e] The route's rate-limit rules (fields ratelimits,
  * ratelimit_message, ratelimit_allow, ratelimit_cidrs of the table at 1). */
 static rl_set *read_ratelimits(lua_State *L, const char *route_name) {
@@ -209,7 +197,7 @@ static rl_set *read_ratelimits(lua_State *L, const char *route_name) {
     lua_pop(L, 1);
     char msg[256];
     str_field(L, 1, "ratelimit_message", msg, sizeof msg, "route");
-    json_escape(tmp.message, sizeof tmp.message, msg);
+    jj_json_escape(tmp.message, sizeof tmp.message, msg);
     if (lua_getfield(L, 1, "ratelimit_allow") == LUA_TTABLE) {
         int na = (int)luaL_len(L, -1);
         if (na > MAX_ALLOW) luaL_error(L, "fastpath.route: at most %d allow-listed addresses", MAX_ALLOW);

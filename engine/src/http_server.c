@@ -326,7 +326,7 @@ void jj_http_response_finish(jj_http_conn *c, const char *body, size_t len) {
     }
 }
 
-static void json_escape_into(char *dst, size_t cap, const char *s) {
+void jj_json_escape(char *dst, size_t cap, const char *s) {
     size_t o = 0;
     for (; *s && o + 7 < cap; s++) {
         unsigned char ch = (unsigned char)*s;
@@ -339,7 +339,7 @@ static void json_escape_into(char *dst, size_t cap, const char *s) {
 
 void jj_http_respond_error(jj_http_conn *c, int status, const char *error, const char *message) {
     char msg[512], body[768];
-    json_escape_into(msg, sizeof msg, message);
+    jj_json_escape(msg, sizeof msg, message);
     int n = snprintf(body, sizeof body,
                      "{\"success\":false,\"error\":\"%s\",\"message\":\"%s\",\"requestId\":\"%s\"}",
                      error, msg, c->request_id);

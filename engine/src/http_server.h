@@ -47,6 +47,10 @@ long jj_http_server_connections(const jj_http_server *s);
  * connection still needs its jj_http_response_finish, which frees it). */
 int jj_http_conn_alive(const jj_http_conn *c);
 
+/* dst <- s as JSON string content (quotes, backslashes and control
+ * characters escaped), truncated to fit cap bytes with its NUL. */
+void jj_json_escape(char *dst, size_t cap, const char *s);
+
 /* Building the response to the request being handled on c. */
 void jj_http_response_start(jj_http_conn *c, int status);
 /* Returns -1 (and adds nothing) if the name is not a token or the value

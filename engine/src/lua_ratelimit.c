@@ -275,6 +275,16 @@ static int rule_index(lua_State *L) {
     return 1;
 }
 
+/* A key longer than KEY_MAX (or starting with '#') becomes '#' .. its SHA-1
+ * in hex, written to hashed. */
+static const char *shorten_key(const char *k, size_t *len, char hashed[42]) {
+    if (*len <= KEY_MAX && k[0] != '#') return k;
+    hashed[0] = '#';
+    jj_sha1_hex(k, *len, hashed + 1);
+    *len = 41;
+    return hashed;
+}
+
 /* [-0, +0, v] The key argument; long keys become '#' .. sha1 hex. */
 static const char *check_key(lua_State *L, int idx, const char *fn, size_t *len, char hashed[42]) {
     int t = lua_type(L, idx);
@@ -282,13 +292,7 @@ static const char *check_key(lua_State *L, int idx, const char *fn, size_t *len,
         luaL_error(L, "%s: the key must be a string, got %s", fn, luaL_typename(L, idx));
     const char *k = lua_tolstring(L, idx, len);
     if (*len == 0) luaL_error(L, "%s: the key must not be empty", fn);
-    if (*len > KEY_MAX || k[0] == '#') {
-        hashed[0] = '#';
-        jj_sha1_hex(k, *len, hashed + 1);
-        *len = 41;
-        return hashed;
-    }
-    return k;
+    return shorten_key(k, len, hashed);
 }
 
 /* [-0, +1, m] prefix .. "rl:" .. kind .. ":" .. key */
@@ -687,12 +691,7 @@ int jj_ratelimit_submit(jj_engine *e, const char *key, size_t klen, const jj_rl_
     jj_redis_get_status(r, &st);
     if (!st.up || klen == 0) return -1;
     char hashed[42];
-    if (klen > KEY_MAX || key[0] == '#') {   /* as check_key does */
-        hashed[0] = '#';
-        jj_sha1_hex(key, klen, hashed + 1);
-        key = hashed;
-        klen = 41;
-    }
+    key = shorten_key(key, &klen, hashed);
     check *c = new_check(jj_redis_prefix(r), key, klen, a, 1);
     if (!c) return -1;
     c->done = done;
@@ -705,24 +704,6 @@ int jj_ratelimit_submit(jj_engine *e, const char *key, size_t klen, const jj_rl_
 }
 
 const jj_rl_args *jj_rl_args_check(lua_State *L, int idx) { return luaL_checkudata(L, idx, RULE_MT); }
-
-void jj_ratelimit_local(const char *key, size_t klen, double now, const jj_rl_args *a, jj_rl_result *out) {
-    char hashed[42];
-    if (klen > KEY_MAX || key[0] == '#') {
-        hashed[0] = '#';
-        jj_sha1_hex(key, klen, hashed + 1);
-        key = hashed;
-        klen = 41;
-    }
-    jj_rl_local *l = jj_rl_local_default();
-    if (!l) {
-        memset(out, 0, sizeof *out);
-        out->allowed = 1;
-        out->limit = a->r.limit;
-        return;
-    }
-    jj_rl_local_check(l, key, klen, now, &a->r, a->cost, 1, out);
-}
 
 /* ratelimit.check(key, rule) -> res | nil, err */
 static int l_check(lua_State *L) { return run_check(L, 1, "ratelimit.check"); }

@@ -39,7 +39,4 @@ typedef void jj_rl_done(void *ud, const jj_rl_result *res, const char *err);
 int jj_ratelimit_submit(jj_engine *e, const char *key, size_t klen, const jj_rl_args *a, jj_rl_done *done,
                         void *ud);
 
-/* ratelimit.local_check(key, rule) from C (never yields). */
-void jj_ratelimit_local(const char *key, size_t klen, double now, const jj_rl_args *a, jj_rl_result *out);
-
 #endif
