@@ -151,6 +151,7 @@ class Engine:
     def __init__(self, redis_port, workers=2, env=None, extra_handlers=True, wait=True, start=True,
                  wait_redis=True):
         self.dir = tempfile.mkdtemp(prefix="jj-engine-")
+        self.workers = workers
         self.lua_dir = os.path.join(self.dir, "lua")
         self.policy_dir = os.path.join(self.dir, "policies")
         shutil.copytree(os.path.join(SRC, "lua"), self.lua_dir)

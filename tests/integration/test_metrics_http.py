@@ -295,6 +295,18 @@ def test_l1_size_and_evictions(e):
     assert all(0 < v <= 3 for v in items.values()), items
     nbytes = {l["worker"]: v for _, l, v in fams["jollyjet_l1_bytes"]["samples"] if l.get("ns") == "product"}
     assert set(nbytes) == {"0", "1"} and all(v > 0 for v in nbytes.values()), nbytes
+    # a cyclic walk over 8 keys never hits an L1 of 3; the same key twice on
+    # one connection (one worker) does: the first read keeps it in the L1
+    c = http.client.HTTPConnection("127.0.0.1", e.port, timeout=10)
+    try:
+        for _ in range(2):
+            c.request("GET", "/api/products/p-0009")
+            r = c.getresponse()
+            assert r.status == 200, r.status
+            r.read()
+    finally:
+        c.close()
+    fams = scrape(e)
     assert value(fams, "jollyjet_cache_level_hits_total", ns="product", level="L1") > 0
     assert value(fams, "jollyjet_cache_level_hits_total", ns="product", level="L2") \
         + value(fams, "jollyjet_cache_misses_total", ns="product") > 0
