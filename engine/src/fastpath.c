@@ -470,6 +470,11 @@ typedef struct {
     int rl_next;         /* index in r.rls of the next rule to consider */
     int napplied;
     rl_applied applied[MAX_RL];
+    /* the value key read along with the last rule's check (Redis trusted,
+     * epoch known, nothing fresh in the L1): one script call, no GET after */
+    int fetch_sent;
+    size_t vkey_len;     /* 0: none */
+    char vkey[320];
 } pending;
 
 static void pending_free(pending *p) {
@@ -531,16 +536,12 @@ static void too_many(pending *p, const jj_rl_result *refused) {
     jj_http_response_finish(c, body, (size_t)n);
 }
 
-static void on_reply(const jj_redis_reply *reply, const char *err, void *privdata) {
-    pending *p = privdata;
+/* Answers with what Redis holds for the value key (s, or NULL), or leaves
+ * the request to the handler. */
+static void serve_value(pending *p, const char *s, size_t len) {
     jj_http_conn *c = p->c;
-    if (!jj_http_conn_alive(c)) {
-        jj_http_response_finish(c, NULL, 0);   /* frees the abandoned connection */
-    } else if (jj_engine_closing(p->e)) {
-        jj_http_respond_error(c, 503, "unavailable", "the engine is shutting down");
-    } else {
-        size_t len = 0, vlen = 0;
-        const char *s = (!err && reply && jj_reply_type(reply) == JJ_REPLY_STRING) ? jj_reply_str(reply, &len) : NULL;
+    {
+        size_t vlen = 0;
         double expiry = 0, at = 0;
         const char *v = s ? fresh_value(&p->r, s, len, &vlen, &expiry, &at) : NULL;
         if (v && p->l1 && jj_engine_subscriber_up(p->e) && jj_lru_seq(p->l1) == p->l1_seq) {
@@ -552,6 +553,20 @@ static void on_reply(const jj_redis_reply *reply, const char *err, void *privdat
         }
         if (v) answer(c, &p->r, v, vlen, p->r.m_level_l2, at, p);
         else to_lua(p);   /* miss, stale, Redis trouble: the handler */
+    }
+}
+
+static void on_reply(const jj_redis_reply *reply, const char *err, void *privdata) {
+    pending *p = privdata;
+    jj_http_conn *c = p->c;
+    if (!jj_http_conn_alive(c)) {
+        jj_http_response_finish(c, NULL, 0);   /* frees the abandoned connection */
+    } else if (jj_engine_closing(p->e)) {
+        jj_http_respond_error(c, 503, "unavailable", "the engine is shutting down");
+    } else {
+        size_t len = 0;
+        const char *s = (!err && reply && jj_reply_type(reply) == JJ_REPLY_STRING) ? jj_reply_str(reply, &len) : NULL;
+        serve_value(p, s, len);
     }
     pending_free(p);
 }
@@ -611,7 +626,7 @@ static void after_limits(pending *p) {
     }
 }
 
-static void on_limit(void *ud, const jj_rl_result *res, const char *err);
+static void on_limit(void *ud, const jj_rl_result *res, const char *err, const jj_redis_reply *fetched);
 
 /* Sends the check of the next rule that applies; 0 when none is left, -1
  * when it could not be sent. */
@@ -630,13 +645,17 @@ static int next_limit(pending *p) {
                          p->r.pattern);
         if (n < 0 || (size_t)n >= sizeof key) return -1;
         p->rl_next = i;
-        return jj_ratelimit_submit(p->e, key, (size_t)n, &k->lim, on_limit, p) == 0 ? 1 : -1;
+        int last = 1;
+        for (int j = i + 1; j < s->n && last; j++) last = !rl_applies(&s->rules[j], q, p->mbit);
+        p->fetch_sent = last && p->vkey_len > 0;
+        return jj_ratelimit_submit(p->e, key, (size_t)n, &k->lim, p->fetch_sent ? p->vkey : NULL,
+                                   p->fetch_sent ? p->vkey_len : 0, on_limit, p) == 0 ? 1 : -1;
     }
     p->rl_next = s->n;
     return 0;
 }
 
-static void on_limit(void *ud, const jj_rl_result *res, const char *err) {
+static void on_limit(void *ud, const jj_rl_result *res, const char *err, const jj_redis_reply *fetched) {
     pending *p = ud;
     jj_http_conn *c = p->c;
     if (!jj_http_conn_alive(c)) {
@@ -668,6 +687,13 @@ static void on_limit(void *ud, const jj_rl_result *res, const char *err) {
     }
     count(k->m_allowed);
     p->rl_next++;
+    if (p->fetch_sent) {   /* the last rule: its script call read the value too */
+        size_t len = 0;
+        const char *v = fetched && jj_reply_type(fetched) == JJ_REPLY_STRING ? jj_reply_str(fetched, &len) : NULL;
+        serve_value(p, v, len);
+        pending_free(p);
+        return;
+    }
     int rc = next_limit(p);
     if (rc == 0) after_limits(p);
     else if (rc < 0) {
@@ -730,9 +756,29 @@ int jj_fastpath_try(jj_engine *e, jj_gen *g, jj_http_conn *c, const jj_http_exch
     p->mbit = mbit;
     p->napplied = 0;
     p->rl_next = 0;
+    p->fetch_sent = 0;
+    p->vkey_len = 0;
     if (!limited) return lookup(p, 0);
     p->r.rls = r->rls;
     r->rls->refs++;
+    /* Read the value along with the limits, unless the L1 may answer. */
+    int l1_fresh = 0;
+    if (r->bounded && jj_engine_subscriber_up(e) && (p->l1 = jj_lru_registry_find(r->ns))) {
+        jj_lru_entry ent;
+        size_t vlen;
+        double at;
+        l1_fresh = jj_lru_get(p->l1, key, klen, ev_now(jj_engine_loop(e)), &ent) == 0 &&
+                   fresh_value(r, ent.value, ent.vlen, &vlen, NULL, &at) != NULL;
+        p->l1_seq = jj_lru_seq(p->l1);
+    }
+    jj_redis_status st;
+    jj_redis_get_status(jj_engine_redis(e), &st);
+    jj_cache_epoch ep;
+    jj_engine_cache_epoch(e, &ep);
+    if (!l1_fresh && p->trusted >= 0 && (long long)st.reconnects == p->trusted && ep.fresh) {
+        int n = snprintf(p->vkey, sizeof p->vkey, "%s%lld:%s:%.*s", r->key_prefix, ep.value, r->ns, (int)klen, key);
+        if (n > 0 && (size_t)n < sizeof p->vkey) p->vkey_len = (size_t)n;
+    }
     if (next_limit(p) <= 0) {   /* not sent: the handler (and its middleware) */
         pending_free(p);
         return 0;

@@ -38,7 +38,9 @@
  *
  * Batching: the checks a worker makes during one loop turn go to Redis
  * together, as one EVALSHA (at most BATCH_MAX checks each), just before the
- * loop next waits for I/O. Identical checks (same key, rule, cost, mode)
+ * loop next waits for I/O; while one such call is in flight, new checks
+ * wait for its answer and then go together in the next (so batches grow
+ * with load instead of the number of script calls). Identical checks (same key, rule, cost, mode)
  * form a group that the script decides in O(1): it admits as many as fit,
  * in order, and C works out each one's result (ratelimit.h, *_replay) --
  * exactly what deciding them one by one would give. Every check is still
@@ -66,6 +68,7 @@
 #define PERIOD_MAX (366.0 * 86400)
 #define TAU_MAX (1LL << 50)         /* us: burst * period / limit, ~35 years */
 #define BATCH_MAX 128
+#define INFLIGHT_MAX 1              /* script calls in flight per process */
 #define RULE_MT "engine.ratelimit.rule"
 
 /* --------------------------------------------------------------- scripts
@@ -81,6 +84,9 @@
  *   sliding: the log (sorted set, score = time in us, member
  *            "time:seq:cost"), its hash { n = cost in the log, s = seq }.
  *            p1 = window (us), p2 = limit.
+ * KEYS after the groups' are values to read with GET once the groups are
+ * decided (a C caller's lookup riding along: jj_ratelimit_submit's fetch);
+ * their replies follow the groups' integers, in order.
  * -> 4 integers per group:
  *   gcra:    admitted, max(TAT, now) - now before the group, 0, 0
  *   sliding: admitted, units in the window before the group, reset (us
@@ -166,6 +172,7 @@ static const char BATCH_SRC[] =
     "for key in pairs(dirty) do\n"
     "  redis.call('SET', key, tat[key], 'PX', ceil((tat[key] - now) / 1000) + 1)\n"
     "end\n"
+    "for i = k, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) end\n"
     "return out\n";
 
 /* The SHA, the same in every process (computed from the source). */
@@ -344,6 +351,9 @@ typedef struct check {
     jj_wait *w;                /* a Lua task waits... */
     jj_rl_done *done;          /* ... or a C caller (jj_ratelimit_submit) */
     void *done_ud;
+    const char *fetch;         /* a key to GET along (into buf), or NULL */
+    size_t fetch_len;
+    size_t fetch_idx;          /* its reply's index in the script's answer */
     struct check *next;        /* in its group */
     rule_args a;
     int consume;
@@ -358,6 +368,7 @@ typedef struct check {
  * reply). */
 typedef struct outcome {
     const jj_rl_result *res;
+    const jj_redis_reply *fetched;   /* the GET riding along (C callers), or NULL */
     const jj_redis_reply *error_reply;
     const char *err;
 } outcome;
@@ -387,7 +398,7 @@ static void finish(const check *c, const outcome *o) {
         jj_wait_finish(c->w, build_outcome, (void *)o, 0);
         return;
     }
-    if (o->res) { c->done(c->done_ud, o->res, NULL); return; }
+    if (o->res) { c->done(c->done_ud, o->res, NULL, o->fetched); return; }
     char msg[256];
     const char *err = o->err ? o->err : "ratelimit: no answer";
     if (o->error_reply) {
@@ -396,7 +407,7 @@ static void finish(const check *c, const outcome *o) {
         snprintf(msg, sizeof msg, "%.*s", s ? (int)(len < 255 ? len : 255) : 0, s ? s : "");
         err = msg;
     }
-    c->done(c->done_ud, NULL, err);
+    c->done(c->done_ud, NULL, err, NULL);
 }
 
 /* ------------------------------------------------------------- batching */
@@ -411,6 +422,7 @@ typedef struct group {
 
 typedef struct batch {
     size_t ng;
+    size_t nfetch;
     group g[];
 } batch;
 
@@ -420,6 +432,7 @@ static struct {
     ev_prepare prepare;
     check **items;
     size_t n, cap;
+    int inflight;                       /* script calls sent, not answered yet */
     unsigned long long checks, calls;   /* sent to Redis, script calls they took */
 } queue;
 
@@ -450,18 +463,26 @@ static void free_batch(batch *b) {
 static void fail_batch(batch *b, const jj_redis_reply *error_reply, const char *err) {
     for (size_t i = 0; i < b->ng; i++) {
         for (check *c = b->g[i].first; c; c = c->next) {
-            outcome o = { NULL, error_reply, err };
+            outcome o = { NULL, NULL, error_reply, err };
             finish(c, &o);   /* may run Lua that queues new checks */
         }
     }
     free_batch(b);
 }
 
+/* A script call was answered: checks that waited for it go on the next
+ * turn. */
+static void batch_answered(void) {
+    queue.inflight--;
+    if (queue.n > 0 && queue.loop && !ev_is_active(&queue.prepare)) ev_prepare_start(queue.loop, &queue.prepare);
+}
+
 static void on_batch_reply(const jj_redis_reply *reply, const char *err, void *privdata) {
     batch *b = privdata;
+    batch_answered();
     if (!reply) { fail_batch(b, NULL, err ? err : "redis connection lost"); return; }
     if (jj_reply_type(reply) == JJ_REPLY_ERROR) { fail_batch(b, reply, NULL); return; }
-    if (jj_reply_type(reply) != JJ_REPLY_ARRAY || jj_reply_elements(reply) != 4 * b->ng) {
+    if (jj_reply_type(reply) != JJ_REPLY_ARRAY || jj_reply_elements(reply) != 4 * b->ng + b->nfetch) {
         fail_batch(b, NULL, "ratelimit: unexpected reply from the script");
         return;
     }
@@ -483,7 +504,7 @@ static void on_batch_reply(const jj_redis_reply *reply, const char *err, void *p
             else
                 jj_rl_sliding_replay(a->p1, a->p2, a->cost, c->consume, v[0], v[1], v[2], v[3], i, &res);
             res.limit = a->r.limit;
-            outcome o = { &res, NULL, NULL };
+            outcome o = { &res, c->fetch ? jj_reply_element(reply, c->fetch_idx) : NULL, NULL, NULL };
             finish(c, &o);   /* may run Lua that queues new checks */
         }
     }
@@ -496,7 +517,7 @@ static void send_batch(check **items, size_t n) {
     batch *b = malloc(sizeof *b + n * sizeof b->g[0]);
     if (!b) {
         for (size_t i = 0; i < n; i++) {
-            outcome o = { NULL, NULL, "out of memory" };
+            outcome o = { NULL, NULL, NULL, "out of memory" };
             finish(items[i], &o);
             free(items[i]);
         }
@@ -529,7 +550,13 @@ static void send_batch(check **items, size_t n) {
         g->m = 1;
         nkeys += (size_t)c->nkeys;
     }
-    size_t argc = nkeys + 1 + 6 * b->ng;
+    /* the reads riding along, numbered in the order results are delivered */
+    b->nfetch = 0;
+    for (size_t gi = 0; gi < b->ng; gi++)
+        for (check *c = b->g[gi].first; c; c = c->next)
+            if (c->fetch) c->fetch_idx = 4 * b->ng + b->nfetch++;
+    size_t nall = nkeys + b->nfetch;
+    size_t argc = nall + 1 + 6 * b->ng;
     const char **argv = malloc(argc * sizeof *argv);
     size_t *argvlen = malloc(argc * sizeof *argvlen);
     if (!argv || !argvlen) {
@@ -539,7 +566,7 @@ static void send_batch(check **items, size_t n) {
         return;
     }
     char count[24];
-    size_t k = 0, a = nkeys;
+    size_t k = 0, a = nall;
     argvlen[a] = (size_t)snprintf(count, sizeof count, "%zu", b->ng);
     argv[a++] = count;
     for (size_t gi = 0; gi < b->ng; gi++) {
@@ -562,20 +589,30 @@ static void send_batch(check **items, size_t n) {
         argvlen[a] = (size_t)snprintf(g->count, sizeof g->count, "%lld", g->m);
         argv[a++] = g->count;
     }
+    for (size_t gi = 0; gi < b->ng; gi++)
+        for (const check *c = b->g[gi].first; c; c = c->next)
+            if (c->fetch) {
+                argv[k] = c->fetch;
+                argvlen[k++] = c->fetch_len;
+            }
     const char *err = NULL;
     queue.checks += n;
     queue.calls++;
-    int rc = jj_redis_evalsha(queue.redis, batch_sha, (int)nkeys, (int)argc, argv, argvlen,
+    int rc = jj_redis_evalsha(queue.redis, batch_sha, (int)nall, (int)argc, argv, argvlen,
                               on_batch_reply, b, &err);
     free(argv);
     free(argvlen);
     if (rc != 0) fail_batch(b, NULL, err ? err : "redis unavailable");
-    /* else on_batch_reply owns b and its checks */
+    else queue.inflight++;   /* on_batch_reply owns b and its checks */
 }
 
 static void flush(struct ev_loop *loop, ev_prepare *w, int revents) {
     (void)revents;
     ev_prepare_stop(loop, w);
+    /* While a script call is in flight, checks gather for the next one
+     * (batch_answered restarts this watcher): under load batches grow and
+     * Redis runs fewer, larger scripts; idle, a check waits for nothing. */
+    if (queue.inflight >= INFLIGHT_MAX) return;
     /* Take the queue: checks queued while results are delivered (resumed
      * tasks) go into a fresh one, sent on the next turn. */
     check **items = queue.items;
@@ -595,7 +632,7 @@ void jj_ratelimit_close(void) {
         queue.items = NULL;
         queue.n = queue.cap = 0;
         for (size_t i = 0; i < n; i++) {
-            outcome o = { NULL, NULL, "redis closed" };
+            outcome o = { NULL, NULL, NULL, "redis closed" };
             finish(items[i], &o);   /* may queue new checks: the next pass fails them */
             free(items[i]);
         }
@@ -627,11 +664,12 @@ static int enqueue(jj_engine *e, check *c) {
 
 /* A check of key k (already shortened by check_key) under a, its Redis keys
  * built: prefix "rl:X:" key. NULL when out of memory. */
-static check *new_check(const char *prefix, const char *k, size_t klen, const rule_args *a, int consume) {
+static check *new_check(const char *prefix, const char *k, size_t klen, const rule_args *a, int consume,
+                        const char *fetch, size_t fetch_len) {
     size_t plen = strlen(prefix);
     int nkeys = a->algo == ALGO_GCRA ? 1 : 2;
     size_t one = plen + 5 + klen;
-    check *c = malloc(sizeof *c + (size_t)nkeys * (one + 1));
+    check *c = malloc(sizeof *c + (size_t)nkeys * (one + 1) + (fetch ? fetch_len + 1 : 0));
     if (!c) return NULL;
     static const char kinds[2][2] = { { 'g', 0 }, { 's', 'm' } };
     char *p = c->buf;
@@ -645,6 +683,15 @@ static check *new_check(const char *prefix, const char *k, size_t klen, const ru
         c->key[j] = p;
         c->keylen[j] = one;
         p += one + 1;
+    }
+    c->fetch = NULL;
+    c->fetch_len = 0;
+    c->fetch_idx = 0;
+    if (fetch) {
+        memcpy(p, fetch, fetch_len);
+        p[fetch_len] = '\0';
+        c->fetch = p;
+        c->fetch_len = fetch_len;
     }
     c->nkeys = nkeys;
     c->a = *a;
@@ -670,7 +717,7 @@ static int run_check(lua_State *L, int consume, const char *fn) {
     if (!st.up) return push_error(L, "redis unavailable");   /* at once, like redis.call */
 
     jj_wait *w = jj_wait_new(L, 0);   /* raises outside a task: before anything is allocated */
-    check *c = new_check(jj_redis_prefix(r), k, klen, a, consume);
+    check *c = new_check(jj_redis_prefix(r), k, klen, a, consume, NULL, 0);
     if (!c) {
         jj_wait_abandon(w);
         return luaL_error(L, "not enough memory");
@@ -684,15 +731,15 @@ static int run_check(lua_State *L, int consume, const char *fn) {
     return jj_wait_yield(L, w);
 }
 
-int jj_ratelimit_submit(jj_engine *e, const char *key, size_t klen, const jj_rl_args *a, jj_rl_done *done,
-                        void *ud) {
+int jj_ratelimit_submit(jj_engine *e, const char *key, size_t klen, const jj_rl_args *a, const char *fetch,
+                        size_t fetch_len, jj_rl_done *done, void *ud) {
     jj_redis *r = jj_engine_redis(e);
     jj_redis_status st;
     jj_redis_get_status(r, &st);
     if (!st.up || klen == 0) return -1;
     char hashed[42];
     key = shorten_key(key, &klen, hashed);
-    check *c = new_check(jj_redis_prefix(r), key, klen, a, 1);
+    check *c = new_check(jj_redis_prefix(r), key, klen, a, 1, fetch, fetch_len);
     if (!c) return -1;
     c->done = done;
     c->done_ud = ud;
@@ -724,7 +771,7 @@ static void on_reset_reply(const jj_redis_reply *reply, const char *err, void *p
         jj_wait_resume(w, 1);
         return;
     }
-    outcome o = { NULL, reply, reply ? NULL : (err ? err : "redis connection lost") };
+    outcome o = { NULL, NULL, reply, reply ? NULL : (err ? err : "redis connection lost") };
     jj_wait_resume(w, jj_wait_push_protected(w, build_outcome, &o, 0));
 }
 
