@@ -571,38 +571,49 @@ static void on_reply(const jj_redis_reply *reply, const char *err, void *privdat
     pending_free(p);
 }
 
+/* The L1 of a bounded namespace while invalidations reach it (else NULL),
+ * and its fresh value of p's key, if any (valid until the L1 changes). */
+static jj_lru *l1_of(const pending *p, const char **v, size_t *vlen, double *at) {
+    *v = NULL;
+    if (!p->r.bounded || !jj_engine_subscriber_up(p->e)) return NULL;
+    jj_lru *l1 = jj_lru_registry_find(p->r.ns);
+    jj_lru_entry ent;
+    if (l1 && jj_lru_get(l1, p->key, p->klen, ev_now(jj_engine_loop(p->e)), &ent) == 0)
+        *v = fresh_value(&p->r, ent.value, ent.vlen, vlen, NULL, at);
+    return l1;
+}
+
+/* The Redis key of p's value into buf: its length, or 0 when Redis may not
+ * be used (down, another connection than the cache library vouched for, or
+ * the cache epoch not known to be current). */
+static size_t value_key(const pending *p, char *buf, size_t cap) {
+    jj_redis_status st;
+    jj_redis_get_status(jj_engine_redis(p->e), &st);
+    if (!st.up || p->trusted < 0 || (long long)st.reconnects != p->trusted) return 0;
+    jj_cache_epoch ep;
+    jj_engine_cache_epoch(p->e, &ep);
+    if (!ep.fresh) return 0;   /* a purge may have gone unheard: the handler learns the epoch */
+    int n = snprintf(buf, cap, "%s%lld:%s:%.*s", p->r.key_prefix, ep.value, p->r.ns, (int)p->klen, p->key);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 /* The cache lookup (after the limits, if any): answers from L1 (and frees
  * p if it is on the heap), or sends the Redis GET (with p, or a heap copy
  * of it, owned by on_reply from then on), or returns 0: the caller runs the
  * handler and still owns p. */
 static int lookup(pending *p, int heap) {
-    jj_engine *e = p->e;
-    const route *r = &p->r;
-    jj_lru *l1 = NULL;
-    if (r->bounded && jj_engine_subscriber_up(e)) {
-        l1 = jj_lru_registry_find(r->ns);
-        jj_lru_entry ent;
-        size_t vlen;
-        double at = 0;
-        const char *v;
-        if (l1 && jj_lru_get(l1, p->key, p->klen, ev_now(jj_engine_loop(e)), &ent) == 0 &&
-            (v = fresh_value(r, ent.value, ent.vlen, &vlen, NULL, &at))) {
-            answer(p->c, r, v, vlen, r->m_level_l1, at, p);
-            if (heap) pending_free(p);
-            return 1;
-        }
+    const char *v;
+    size_t vlen = 0;
+    double at = 0;
+    jj_lru *l1 = l1_of(p, &v, &vlen, &at);
+    if (v) {
+        answer(p->c, &p->r, v, vlen, p->r.m_level_l1, at, p);
+        if (heap) pending_free(p);
+        return 1;
     }
-    jj_redis *redis = jj_engine_redis(e);
-    jj_redis_status st;
-    jj_redis_get_status(redis, &st);
-    /* Redis only within the connection epoch the cache library vouched for */
-    if (!st.up || p->trusted < 0 || (long long)st.reconnects != p->trusted) return 0;
-    jj_cache_epoch ep;
-    jj_engine_cache_epoch(e, &ep);
-    if (!ep.fresh) return 0;   /* a purge may have gone unheard: the handler learns the epoch */
     char k[320];
-    int kn = snprintf(k, sizeof k, "%s%lld:%s:%.*s", r->key_prefix, ep.value, r->ns, (int)p->klen, p->key);
-    if (kn < 0 || (size_t)kn >= sizeof k) return 0;
+    size_t kn = value_key(p, k, sizeof k);
+    if (kn == 0) return 0;
     pending *q = p;
     if (!heap) {
         q = malloc(sizeof *q);
@@ -612,9 +623,9 @@ static int lookup(pending *p, int heap) {
     q->l1 = l1;
     q->l1_seq = l1 ? jj_lru_seq(l1) : 0;
     const char *argv[2] = {"GET", k};
-    size_t lens[2] = {3, (size_t)kn};
+    size_t lens[2] = {3, kn};
     const char *err;
-    if (jj_redis_command(redis, 2, argv, lens, on_reply, q, &err) == 0) return 1;
+    if (jj_redis_command(jj_engine_redis(p->e), 2, argv, lens, on_reply, q, &err) == 0) return 1;
     if (!heap) free(q);
     return 0;
 }
@@ -762,23 +773,12 @@ int jj_fastpath_try(jj_engine *e, jj_gen *g, jj_http_conn *c, const jj_http_exch
     p->r.rls = r->rls;
     r->rls->refs++;
     /* Read the value along with the limits, unless the L1 may answer. */
-    int l1_fresh = 0;
-    if (r->bounded && jj_engine_subscriber_up(e) && (p->l1 = jj_lru_registry_find(r->ns))) {
-        jj_lru_entry ent;
-        size_t vlen;
-        double at;
-        l1_fresh = jj_lru_get(p->l1, key, klen, ev_now(jj_engine_loop(e)), &ent) == 0 &&
-                   fresh_value(r, ent.value, ent.vlen, &vlen, NULL, &at) != NULL;
-        p->l1_seq = jj_lru_seq(p->l1);
-    }
-    jj_redis_status st;
-    jj_redis_get_status(jj_engine_redis(e), &st);
-    jj_cache_epoch ep;
-    jj_engine_cache_epoch(e, &ep);
-    if (!l1_fresh && p->trusted >= 0 && (long long)st.reconnects == p->trusted && ep.fresh) {
-        int n = snprintf(p->vkey, sizeof p->vkey, "%s%lld:%s:%.*s", r->key_prefix, ep.value, r->ns, (int)klen, key);
-        if (n > 0 && (size_t)n < sizeof p->vkey) p->vkey_len = (size_t)n;
-    }
+    const char *v;
+    size_t vlen;
+    double at;
+    p->l1 = l1_of(p, &v, &vlen, &at);
+    p->l1_seq = p->l1 ? jj_lru_seq(p->l1) : 0;
+    if (!v) p->vkey_len = value_key(p, p->vkey, sizeof p->vkey);
     if (next_limit(p) <= 0) {   /* not sent: the handler (and its middleware) */
         pending_free(p);
         return 0;

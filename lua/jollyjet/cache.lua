@@ -111,24 +111,27 @@ local function lkey(ns, key, ep) return redis.key("l", ep or cur_epoch(), ns, ke
 local function wkey(ns, key) return redis.key("w", ns, key) end
 local function tkey(tag) return redis.key("t", tag) end
 
-local metric_names = setmetatable({}, { __mode = "k" })   -- name -> ns -> 'cache_name{ns="ns"}'
+-- Metric names, formatted once per (pattern, a, b).
+local metric_names = {}   -- pattern -> a -> b -> name
+local function metric_name(pattern, a, b)
+  local by_a = metric_names[pattern]
+  if not by_a then by_a = {}; metric_names[pattern] = by_a end
+  local by_b = by_a[a]
+  if not by_b then by_b = {}; by_a[a] = by_b end
+  local m = by_b[b]
+  if not m then m = fmt(pattern, a, b); by_b[b] = m end
+  return m
+end
+
+-- cache_<name>{ns="ns"} += n
 local function count(name, ns, n)
-  local by_ns = metric_names[name]
-  if not by_ns then by_ns = {}; metric_names[name] = by_ns end
-  local m = by_ns[ns]
-  if not m then m = fmt('cache_%s{ns="%s"}', name, ns); by_ns[ns] = m end
-  metrics.incr(m, n or 1)
+  metrics.incr(metric_name('cache_%s{ns="%s"}', name, ns), n or 1)
 end
 
 -- Hits by namespace and level: cache_level_hits{ns="product",level="L1"} (the
 -- C fast path counts its own answers under the same names).
-local level_names = {}   -- ns -> level -> name
 local function level_hit(ns, level, n)
-  local by_level = level_names[ns]
-  if not by_level then by_level = {}; level_names[ns] = by_level end
-  local m = by_level[level]
-  if not m then m = fmt('cache_level_hits{ns="%s",level="%s"}', ns, level); by_level[level] = m end
-  metrics.incr(m, n or 1)
+  metrics.incr(metric_name('cache_level_hits{ns="%s",level="%s"}', ns, level), n or 1)
 end
 
 local function token()
