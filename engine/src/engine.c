@@ -156,6 +156,7 @@ jj_engine *jj_engine_new_with(struct ev_loop *loop, const jj_config *cfg, int wo
         .db = cfg->redis_db,
         .prefix = cfg->redis_prefix,
         .connect_timeout_ms = cfg->redis_timeout_ms,
+        .command_timeout_ms = cfg->redis_timeout_ms,
         .max_pending = 10000,
     };
     /* the client exists even for a check (modules register scripts with it

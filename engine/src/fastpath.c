@@ -88,7 +88,7 @@ typedef struct {
     char pattern[128];   /* the router pattern (rate-limit keys by route) */
     rl_set *rls;         /* NULL: no rate-limit rule applies */
     /* metric slots, looked up once (engine.metrics indices are stable) */
-    int m_hits, m_level_l1, m_level_l2, m_fast;
+    int m_hits, m_level_l1, m_level_l2, m_fast, m_timeouts;
     int route_id;        /* http_stats.h: the route label of its answers */
 } route;
 
@@ -272,6 +272,8 @@ static int l_route(lua_State *L) {
     r->m_level_l2 = jj_metrics_lookup(name, (size_t)n, JJ_METRIC_COUNTER);
     static const char fast[] = "cache_fastpath_hits";
     r->m_fast = jj_metrics_lookup(fast, sizeof fast - 1, JJ_METRIC_COUNTER);
+    static const char slow[] = "cache_fastpath_timeouts";
+    r->m_timeouts = jj_metrics_lookup(slow, sizeof slow - 1, JJ_METRIC_COUNTER);
     /* the route label of the request metrics: the router pattern */
     lua_getfield(L, 1, "pattern");
     size_t plen;
@@ -475,11 +477,26 @@ typedef struct {
     int fetch_sent;
     size_t vkey_len;     /* 0: none */
     char vkey[320];
+    /* REDIS_TIMEOUT_MS after the first send: the handler takes the request
+     * over (handed = 1) and the late answer only frees p */
+    ev_timer timer;
+    int handed;
 } pending;
 
 static void pending_free(pending *p) {
+    ev_timer_stop(jj_engine_loop(p->e), &p->timer);
     rl_set_release(p->r.rls);
     free(p);
+}
+
+static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* Arms p's timeout (once: later sends for the same request share it). */
+static void arm(pending *p) {
+    if (ev_is_active(&p->timer)) return;
+    ev_timer_set(&p->timer, jj_engine_io_timeout_ms(p->e) / 1000.0, 0.);
+    p->timer.data = p;
+    ev_timer_start(jj_engine_loop(p->e), &p->timer);
 }
 
 static void answer(jj_http_conn *c, const route *r, const char *body, size_t len, int level, double at,
@@ -559,7 +576,9 @@ static void serve_value(pending *p, const char *s, size_t len) {
 static void on_reply(const jj_redis_reply *reply, const char *err, void *privdata) {
     pending *p = privdata;
     jj_http_conn *c = p->c;
-    if (!jj_http_conn_alive(c)) {
+    if (p->handed) {
+        /* the handler answered (or is answering) this request */
+    } else if (!jj_http_conn_alive(c)) {
         jj_http_response_finish(c, NULL, 0);   /* frees the abandoned connection */
     } else if (jj_engine_closing(p->e)) {
         jj_http_respond_error(c, 503, "unavailable", "the engine is shutting down");
@@ -569,6 +588,26 @@ static void on_reply(const jj_redis_reply *reply, const char *err, void *privdat
         serve_value(p, s, len);
     }
     pending_free(p);
+}
+
+/* Redis did not answer within REDIS_TIMEOUT_MS (CLIENT PAUSE, a slow
+ * script): the handler serves the request (its own Redis calls fail fast
+ * while the connection is stalled, redis.h, so it goes to the database).
+ * Limits already checked are checked again there, like any Redis trouble
+ * on this path. p stays allocated until Redis answers or the connection
+ * is lost: that callback frees it. */
+static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop; (void)revents;
+    pending *p = w->data;
+    jj_http_conn *c = p->c;
+    p->handed = 1;
+    count(p->r.m_timeouts);
+    if (!jj_http_conn_alive(c)) jj_http_response_finish(c, NULL, 0);
+    else if (jj_engine_closing(p->e)) jj_http_respond_error(c, 503, "unavailable", "the engine is shutting down");
+    else {
+        p->napplied = 0;
+        to_lua(p);
+    }
 }
 
 /* The L1 of a bounded namespace while invalidations reach it (else NULL),
@@ -625,8 +664,11 @@ static int lookup(pending *p, int heap) {
     const char *argv[2] = {"GET", k};
     size_t lens[2] = {3, kn};
     const char *err;
-    if (jj_redis_command(jj_engine_redis(p->e), 2, argv, lens, on_reply, q, &err) == 0) return 1;
-    if (!heap) free(q);
+    if (jj_redis_command(jj_engine_redis(p->e), 2, argv, lens, on_reply, q, &err) == 0) {
+        arm(q);
+        return 1;
+    }
+    if (!heap) free(q);   /* (a heap p keeps its timer: the caller frees p) */
     return 0;
 }
 
@@ -669,6 +711,10 @@ static int next_limit(pending *p) {
 static void on_limit(void *ud, const jj_rl_result *res, const char *err, const jj_redis_reply *fetched) {
     pending *p = ud;
     jj_http_conn *c = p->c;
+    if (p->handed) {
+        pending_free(p);
+        return;
+    }
     if (!jj_http_conn_alive(c)) {
         jj_http_response_finish(c, NULL, 0);
         pending_free(p);
@@ -769,6 +815,8 @@ int jj_fastpath_try(jj_engine *e, jj_gen *g, jj_http_conn *c, const jj_http_exch
     p->rl_next = 0;
     p->fetch_sent = 0;
     p->vkey_len = 0;
+    p->handed = 0;
+    ev_timer_init(&p->timer, on_timeout, 0., 0.);
     if (!limited) return lookup(p, 0);
     p->r.rls = r->rls;
     r->rls->refs++;
@@ -783,5 +831,6 @@ int jj_fastpath_try(jj_engine *e, jj_gen *g, jj_http_conn *c, const jj_http_exch
         pending_free(p);
         return 0;
     }
+    arm(p);
     return 1;
 }

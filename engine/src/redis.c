@@ -97,6 +97,7 @@ struct jj_redis {
     jj_redis_endpoint ep;
     char *prefix;            /* owned copy */
     int db, max_pending;
+    double stall_s;          /* command_timeout_ms in seconds */
 
     redisAsyncContext *ac;   /* current connection (any state but DOWN) */
     unsigned conn;           /* bumped for every connection attempt */
@@ -637,6 +638,8 @@ jj_redis *jj_redis_new(struct ev_loop *loop, const jj_redis_config *cfg) {
     }
     r->db = cfg->db;
     r->max_pending = cfg->max_pending > 0 ? cfg->max_pending : 10000;
+    r->stall_s = (cfg->command_timeout_ms > 0 ? cfg->command_timeout_ms
+                  : cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 1000) / 1000.0;
     r->latency_ms = -1;
     ev_init(&r->retry, retry_cb);
     ev_init(&r->deadline, deadline_cb);
@@ -710,6 +713,12 @@ static const char *check_ready(jj_redis *r) {
         return ERR_UNAVAILABLE;
     if (r->pending >= (size_t)r->max_pending)
         return ERR_OVERLOADED;
+    /* Replies come in order: a command sent now would wait behind one that
+     * has already waited its whole timeout (CLIENT PAUSE, a slow script).
+     * Fail it at once; callers fall back (cache to the database) without
+     * paying the timeout again. The first reply ends the stall. */
+    if (r->outstanding > 0 && ev_now(r->loop) - r->last_progress > r->stall_s)
+        return ERR_UNAVAILABLE;
     return NULL;
 }
 

@@ -37,6 +37,9 @@ typedef struct jj_redis_config {
     int db;                    /* SELECT when > 0 */
     const char *prefix;        /* key prefix, e.g. "jj:" (copied) */
     double connect_timeout_ms; /* default 1000 */
+    double command_timeout_ms; /* a command unanswered this long stalls the connection: new
+                                  commands fail at once ("redis unavailable") until a reply
+                                  comes, instead of queueing behind it; default connect_timeout_ms */
     int max_pending;           /* commands in flight before "redis overloaded"; default 10000 */
 } jj_redis_config;
 

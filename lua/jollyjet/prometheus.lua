@@ -41,6 +41,7 @@ local HELP = {
   cache_errors = "Redis errors seen by the cache (the request went to the loader).",
   cache_level_hits = "Cache hits by namespace and level (L1: in-process, L2: Redis); C fast-path answers included.",
   cache_fastpath_hits = "Cache hits answered by the C fast path without entering Lua.",
+  cache_fastpath_timeouts = "Fast-path Redis reads unanswered within REDIS_TIMEOUT_MS, handed to the handler.",
   cache_coalesced = "Cache misses that waited for another request's fill in the same worker.",
   cache_lease_waits = "Cache misses that waited for another worker's or instance's fill (Redis lease).",
   cache_loader_calls = "Loader (database) calls made by the cache.",
