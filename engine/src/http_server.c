@@ -639,7 +639,13 @@ void jj_http_server_drain(jj_http_server *s, void (*drained)(void *), void *ud) 
     jj_http_conn *c = s->conns;
     while (c) {
         jj_http_conn *next = c->next;
-        if ((c->state == S_HEAD && c->in_len == c->in_off) || c->state == S_LINGER) conn_close(c);
+        /* An idle keep-alive connection is closed, unless a request already
+         * sits in its socket (sent before the drain, not read yet): closing
+         * would answer it with RST. It is served, with Connection: close. */
+        char b;
+        int idle = c->state == S_HEAD && c->in_len == c->in_off &&
+                   recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) <= 0;
+        if (idle || c->state == S_LINGER) conn_close(c);
         else c->keep_alive = 0;
         c = next;
     }
