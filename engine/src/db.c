@@ -48,7 +48,11 @@
 
 #define QUEUE_LIMIT 10000      /* queued (not yet running) jobs */
 #define CACHE_SIZE 32          /* prepared statements per connection */
-#define BUSY_TIMEOUT_MS 5000
+/* How long a statement waits for a lock another connection holds before it
+ * fails with SQLITE_BUSY ("database is locked", answered 503 database_busy
+ * with nothing changed). Well under DB_TIMEOUT_MS (default 5000): past that
+ * the caller gets "timeout" while the statement still runs and may commit. */
+#define BUSY_TIMEOUT_MS 1000
 #define MAX_THREADS 64
 
 enum { JOB_QUERY, JOB_EXEC, JOB_BATCH };

@@ -56,8 +56,22 @@ local function not_found(id, headers)
 end
 _M.not_found = not_found
 
+-- SQLite's words for "another connection holds the lock" (SQLITE_BUSY,
+-- SQLITE_LOCKED): the statement gave up after the busy timeout (1 s,
+-- engine/src/db.c) and changed nothing, so the client may simply retry.
+local function db_busy(err)
+  return type(err) == "string" and (err:find("database is locked", 1, true) or
+                                    err:find("database table is locked", 1, true)) ~= nil
+end
+
 local function unavailable(err)
   core.log("error", "catalogue: " .. tostring(err))
+  if db_busy(err) then
+    local s, b, h = http.error(503, "database_busy",
+                               "the database is locked by another writer; nothing was changed, retry shortly")
+    h["Retry-After"] = "1"
+    return s, b, h
+  end
   return http.error(503, "unavailable", "the catalogue is temporarily unavailable")
 end
 _M.unavailable = unavailable

@@ -661,6 +661,8 @@ local function responses(max_body)
     TooManyRequests = response("A rate-limit rule refused the request (policies/ratelimits.lua).",
       json_body(schema("RateLimitExceeded")), with(RATELIMIT_HEADERS, "Retry-After")),
     ServiceUnavailable = error_response("unavailable: the catalogue's database or cache cannot answer now; "
+      .. "database_busy (with Retry-After): a write found the database locked by another writer for 1 s and "
+      .. "changed nothing; "
       .. "rate_limit_unavailable (with Retry-After): a rule with failure_mode = \"closed\" while Redis cannot be "
       .. "reached; also answered when the engine is shutting down or at its connection cap.",
       { success = false, error = "unavailable", message = "the catalogue is temporarily unavailable" },
