@@ -53,6 +53,7 @@
  * with nothing changed). Well under DB_TIMEOUT_MS (default 5000): past that
  * the caller gets "timeout" while the statement still runs and may commit. */
 #define BUSY_TIMEOUT_MS 1000
+#define MIGRATE_BUSY_TIMEOUT_MS 5000   /* at start, before anything is served */
 #define MAX_THREADS 64
 
 enum { JOB_QUERY, JOB_EXEC, JOB_BATCH };
@@ -1002,7 +1003,7 @@ int jj_db_migrate(const char *path, const char *dir, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: %s", path, db ? sqlite3_errmsg(db) : "cannot open");
         goto out;
     }
-    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    sqlite3_busy_timeout(db, MIGRATE_BUSY_TIMEOUT_MS);
     /* Foreign keys stay off while migrating (apply_migration checks them). */
     if (sqlite3_exec(db, "PRAGMA foreign_keys=OFF; PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(db));
