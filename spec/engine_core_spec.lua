@@ -7,6 +7,13 @@ describe("engine.core", function()
     assert.is_true(core.time() - t0 >= 0.015)
   end)
 
+  it("idles like sleep while its generation is current (a reload ends it: test_memory.py)", function()
+    local t0 = core.time()
+    assert.is_true(core.idle(0.02))
+    assert.is_true(core.time() - t0 >= 0.015)
+    assert.has_error(function() core.idle(-1) end)
+  end)
+
   it("gives random bytes from the OS", function()
     local a, b = core.random_bytes(32), core.random_bytes(32)
     assert.equal(32, #a)

@@ -201,6 +201,7 @@ int jj_engine_reload(jj_engine *e) {
     jj_metric_add(&e->m_reload_ok, "reloads{result=\"ok\"}", 1);
     jj_engine_publish_metrics(e);   /* the new generation number, at once */
     jj_gen_release(old);   /* closes once its in-flight tasks end */
+    jj_core_wake_retired(e);   /* ... its background loops' included */
     char members[64];
     snprintf(members, sizeof members, "\"event\":\"reloaded\",\"generation\":%u", e->generation);
     jj_log_kv(JJ_LOG_INFO, members, "reloaded: generation %u", e->generation);

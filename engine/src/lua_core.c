@@ -36,6 +36,8 @@ typedef struct sleeper {
     jj_wait *wait;
     struct ev_loop *loop;
     jj_engine *engine;
+    jj_gen *gen;           /* core.idle: the generation whose replacement ends it; else NULL */
+    int retired;           /* ... and it was replaced: the timer fires at once */
     struct sleeper *prev, *next;
 } sleeper;
 
@@ -46,16 +48,19 @@ static void sleeper_unlink(sleeper *s) {
     if (s->next) s->next->prev = s->prev;
 }
 
-/* Ends one sleep: core.sleep returns true, or nil, "closing". */
+/* Ends one sleep: core.sleep returns true, or nil, "closing" (or core.idle
+ * nil, "retired"). */
 static void sleeper_finish(sleeper *s, int closing) {
     jj_wait *wait = s->wait;
+    int retired = s->retired;
     sleeper_unlink(s);
     free(s);
     lua_State *co = jj_wait_target(wait);
     if (!co) { jj_wait_release(wait); return; }
-    if (closing) {
+    if (closing || retired) {
         lua_pushnil(co);
-        lua_pushliteral(co, "closing");
+        if (closing) lua_pushliteral(co, "closing");
+        else lua_pushliteral(co, "retired");
         jj_wait_resume(wait, 2);
     } else {
         lua_pushboolean(co, 1);
@@ -81,9 +86,18 @@ void jj_core_wake_sleepers(jj_engine *e) {
     }
 }
 
-/* [-1, +(1|2), e] core.sleep(seconds) -> true, or nil, "closing" when the
- * engine shuts down (at once if it already is). Yields the task. */
-static int l_sleep(lua_State *L) {
+void jj_core_wake_retired(jj_engine *e) {
+    for (sleeper *s = sleepers; s; s = s->next) {
+        /* older than the current one (a generation being built is newer) */
+        if (s->engine != e || !s->gen || s->retired || jj_gen_number(s->gen) >= jj_engine_generation(e)) continue;
+        s->retired = 1;   /* resumed from the loop, not from inside the reload */
+        ev_timer_stop(s->loop, &s->timer);
+        ev_timer_set(&s->timer, 0., 0.);
+        ev_timer_start(s->loop, &s->timer);
+    }
+}
+
+static int do_sleep(lua_State *L, int idle) {
     double s = luaL_checknumber(L, 1);
     luaL_argcheck(L, s >= 0 && s <= 3600, 1, "must be between 0 and 3600 seconds");
     jj_engine *e = jj_engine_of(L);
@@ -98,6 +112,9 @@ static int l_sleep(lua_State *L) {
     sl->wait = w;
     sl->loop = jj_engine_loop(e);
     sl->engine = e;
+    sl->gen = idle ? jj_gen_of_state(L) : NULL;
+    sl->retired = idle && jj_gen_number(sl->gen) < jj_engine_generation(e);
+    if (sl->retired) s = 0;   /* replaced already */
     sl->prev = NULL;
     sl->next = sleepers;
     if (sleepers) sleepers->prev = sl;
@@ -108,6 +125,17 @@ static int l_sleep(lua_State *L) {
     ev_timer_start(sl->loop, &sl->timer);
     return jj_wait_yield(L, w);
 }
+
+/* [-1, +(1|2), e] core.sleep(seconds) -> true, or nil, "closing" when the
+ * engine shuts down (at once if it already is). Yields the task. */
+static int l_sleep(lua_State *L) { return do_sleep(L, 0); }
+
+/* [-1, +(1|2), e] core.idle(seconds) -> true, or nil, "closing", or nil,
+ * "retired" as soon as a reload replaced the generation the task runs in:
+ * the sleep of a background loop, so that an old generation's VM closes
+ * at the reload instead of when its loops next wake (100 reloads would
+ * otherwise keep 100 VMs alive for a whole loop interval). */
+static int l_idle(lua_State *L) { return do_sleep(L, 1); }
 
 static int level_arg(lua_State *L, int idx) {
     static const char *const names[] = {"debug", "info", "warn", "error", NULL};
@@ -465,6 +493,7 @@ int luaopen_engine_core(lua_State *L) {
         {"now", l_now},
         {"time", l_time},
         {"sleep", l_sleep},
+        {"idle", l_idle},
         {"log", l_log},
         {"log_json", l_log_json},
         {"random_bytes", l_random_bytes},

@@ -10,6 +10,9 @@ int luaopen_engine_core(lua_State *L);   /* lua_core.c */
  * returns nil, "closing"); jj_engine_free calls it once closing is set. */
 struct jj_engine;
 void jj_core_wake_sleepers(struct jj_engine *e);
+/* lua_core.c: ends (from the loop, next turn) every core.idle of engine e
+ * whose generation is no longer current; jj_engine_reload calls it. */
+void jj_core_wake_retired(struct jj_engine *e);
 int luaopen_engine_redis(lua_State *L);  /* lua_redis.c */
 int luaopen_engine_db(lua_State *L);     /* lua_db.c */
 int luaopen_engine_lru(lua_State *L);    /* lua_lru.c */

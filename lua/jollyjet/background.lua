@@ -14,6 +14,8 @@
 --   checks, every time it wakes, that its VM is still the current
 --   generation (core.info().vm_generation == generation) and ends
 --   otherwise: a worker never runs two copies, and the old VM can close.
+--   Its sleep is core.idle, which a reload ends at once, so the old VM
+--   closes at the reload, not one interval later.
 -- * When the engine shuts down core.sleep returns nil, "closing": the loop
 --   ends (a sleeping task would keep its VM alive past the exit).
 -- * Runs never overlap within a worker: a run still going when the next
@@ -51,8 +53,10 @@ local function retired(loop)
 end
 
 local function tick(loop)
-  local ok = core.sleep(loop.interval)
-  if not ok then loop.stopped = "closing"; return end   -- the engine shuts down
+  -- core.idle also ends at once when a reload replaces this generation
+  -- (nil, "retired"): the old VM then closes without waiting an interval
+  local ok, why = core.idle(loop.interval)
+  if not ok and why == "closing" then loop.stopped = "closing"; return end   -- the engine shuts down
   if retired(loop) then return end
   local sok, serr = core.spawn(tick, loop)   -- the next tick, in a task of its own
   if not sok then

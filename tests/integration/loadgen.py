@@ -4,7 +4,7 @@ figures every fault test records. Standard library only.
     load = Load(port, make_request, conns=8)      # make_request(i) -> (method, path, body|None)
     load.start(); ...faults...; load.stop()
     load.records                                   # one Record per request, in completion order
-    blast(port, path, total, conns, depth)         # pipelined GETs: (responses, statuses, seconds)
+    blast(port, paths, total, conns, depth)        # pipelined GETs: (statuses, errors, seconds)
     fig = Figures("test_chaos_redis"); fig.add(scenario, metric, value, bound, ok); fig.write()
 
 Each client thread owns one keep-alive connection (raw socket, Content-Length
@@ -214,16 +214,21 @@ def summary(records):
 # ------------------------------------------------------------ pipelining
 
 
-def _blast_one(port, path, n, depth, timeout, out, idx):
+def _blast_one(port, paths, n, depth, timeout, out, idx):
     statuses = {}
     done = 0
-    req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    reqs = [f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for p in paths]
+    at = idx
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         buf = b""
         while done < n:
             k = min(depth, n - done)
-            s.sendall(req * k)
+            batch = []
+            for _ in range(k):
+                batch.append(reqs[at % len(reqs)])
+                at += 1
+            s.sendall(b"".join(batch))
             for _ in range(k):
                 st, _, _, buf = _read_response(s, buf)
                 statuses[st] = statuses.get(st, 0) + 1
@@ -236,13 +241,16 @@ def _blast_one(port, path, n, depth, timeout, out, idx):
     out[idx] = (statuses, None)
 
 
-def blast(port, path, total, conns=4, depth=32, timeout=30.0):
-    """total pipelined GETs of path over conns connections, depth requests
-    per write. Returns (statuses, errors, seconds)."""
+def blast(port, paths, total, conns=4, depth=32, timeout=30.0):
+    """total pipelined GETs over conns keep-alive connections, depth requests
+    per write, cycling through paths (a path or a list). Returns (statuses,
+    errors, seconds)."""
+    if isinstance(paths, str):
+        paths = [paths]
     out = [None] * conns
     per = [total // conns + (1 if i < total % conns else 0) for i in range(conns)]
     t0 = time.monotonic()
-    ts = [threading.Thread(target=_blast_one, args=(port, path, per[i], depth, timeout, out, i), daemon=True)
+    ts = [threading.Thread(target=_blast_one, args=(port, paths, per[i], depth, timeout, out, i), daemon=True)
           for i in range(conns)]
     for t in ts:
         t.start()
