@@ -26,6 +26,9 @@ cleanup() {
 trap cleanup EXIT
 for _ in $(seq 50); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 export JJ_TEST_REDIS_PORT=$port
+# fault tests write their figures here; one table of them ends the run
+export JJ_FIGURES_DIR=$root/build/figures
+rm -rf "$JJ_FIGURES_DIR" && mkdir -p "$JJ_FIGURES_DIR"
 
 status=0
 echo "== ctest (build)"
@@ -35,4 +38,5 @@ if [ "${JJ_SKIP_ASAN:-0}" != 1 ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -LE valgrind ${CTEST_ARGS:-} || status=1
 fi
+python3 tests/tools/figures.py "$JJ_FIGURES_DIR" || true
 exit $status
