@@ -48,6 +48,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #define BACKOFF_MIN_MS JJ_REDIS_BACKOFF_MIN_MS
@@ -98,6 +99,8 @@ struct jj_redis {
     char *prefix;            /* owned copy */
     int db, max_pending;
     double stall_s;          /* command_timeout_ms in seconds */
+    ev_timer stall;          /* stall_s after the last progress while commands wait */
+    int stalled;             /* ... it fired with nothing to read: new commands fail */
 
     redisAsyncContext *ac;   /* current connection (any state but DOWN) */
     unsigned conn;           /* bumped for every connection attempt */
@@ -276,6 +279,7 @@ static void destroy(jj_redis *r) {
     ev_timer_stop(r->loop, &r->retry);
     ev_timer_stop(r->loop, &r->deadline);
     ev_timer_stop(r->loop, &r->tick);
+    ev_timer_stop(r->loop, &r->stall);
     for (size_t i = 0; i < r->nscripts; i++)
         free(r->scripts[i].src);
     free(r->scripts);
@@ -304,8 +308,10 @@ static int send_op(jj_redis *r, redisAsyncContext *ac, op *o, int argc,
     o->conn = r->conn;
     if (o->sent == 0)
         o->sent = ev_time();   /* a NOSCRIPT retry keeps its first send time */
-    if (r->outstanding++ == 0)
+    if (r->outstanding++ == 0) {
         r->last_progress = ev_now(r->loop);
+        ev_timer_again(r->loop, &r->stall);
+    }
     return 0;
 }
 
@@ -337,6 +343,8 @@ static redisAsyncContext *detach(jj_redis *r) {
     r->drop_now = 0;
     ev_timer_stop(r->loop, &r->deadline);
     ev_timer_stop(r->loop, &r->tick);
+    ev_timer_stop(r->loop, &r->stall);
+    r->stalled = 0;
     return ac;
 }
 
@@ -495,6 +503,24 @@ static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     drop(r);
 }
 
+/* No reply for stall_s while commands wait. Unless a reply is already in
+ * the socket (the worker was busy, not Redis: this timer may run before
+ * the read watcher in the same loop turn), the connection is stalled:
+ * commands fail at once until the next reply (check_ready). */
+static void stall_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)revents;
+    jj_redis *r = w->data;
+    if (r->ac == NULL || r->outstanding == 0) {
+        ev_timer_stop(loop, w);
+        return;
+    }
+    struct pollfd pfd = { .fd = r->ac->c.fd, .events = POLLIN, .revents = 0 };
+    if (poll(&pfd, 1, 0) > 0)
+        return;   /* repeats: checked again after the reply is read */
+    r->stalled = 1;
+    ev_timer_stop(loop, w);
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)revents;
     jj_redis *r = w->data;
@@ -557,6 +583,11 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
         if (r->outstanding > 0)
             r->outstanding--;
         r->last_progress = ev_now(r->loop);
+        r->stalled = 0;
+        if (r->outstanding > 0)
+            ev_timer_again(r->loop, &r->stall);
+        else
+            ev_timer_stop(r->loop, &r->stall);
         if (rep == NULL) {
             /* hiredis is failing everything: make the client "down" before
              * any user callback runs, so none of them can send. */
@@ -644,7 +675,9 @@ jj_redis *jj_redis_new(struct ev_loop *loop, const jj_redis_config *cfg) {
     ev_init(&r->retry, retry_cb);
     ev_init(&r->deadline, deadline_cb);
     ev_init(&r->tick, tick_cb);
-    r->retry.data = r->deadline.data = r->tick.data = r;
+    ev_init(&r->stall, stall_cb);
+    r->stall.repeat = r->stall_s;
+    r->retry.data = r->deadline.data = r->tick.data = r->stall.data = r;
     start_connect(r);
     return r;
 }
@@ -717,7 +750,7 @@ static const char *check_ready(jj_redis *r) {
      * has already waited its whole timeout (CLIENT PAUSE, a slow script).
      * Fail it at once; callers fall back (cache to the database) without
      * paying the timeout again. The first reply ends the stall. */
-    if (r->outstanding > 0 && ev_now(r->loop) - r->last_progress > r->stall_s)
+    if (r->stalled)
         return ERR_UNAVAILABLE;
     return NULL;
 }
