@@ -275,6 +275,40 @@ static void test_overload(int port) {
     jj_redis_free(r);
 }
 
+static int never(void *ud) {
+    (void)ud;
+    return 0;
+}
+
+/* redis - a command unanswered for command_timeout_ms (CLIENT PAUSE) makes
+ * new commands fail at once, until the first reply ends the stall */
+static void test_stall(int port) {
+    jj_redis_config cfg = { .host = "127.0.0.1", .port = port, .command_timeout_ms = 150 };
+    jj_redis *r = jj_redis_new(loop, &cfg);
+    jj_redis *ctl = client(port, NULL, NULL, 0);
+    CHECK(run_until(is_up, r, 2.0) && run_until(is_up, ctl, 2.0));
+    res p, a, b, c;
+    CHECK_INT(call(ctl, &p, "CLIENT", "PAUSE", "700", "ALL", NULL), 0);
+    CHECK_STR(p.str, "OK");
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    memset(&c, 0, sizeof c);
+    const char *err = NULL;
+    CHECK_INT(vcmd(r, rec_cb, &a, &err, "PING", NULL), 0);   /* held by the pause */
+    CHECK(!run_until(never, NULL, 0.3));
+    CHECK_INT(a.calls, 0);
+    CHECK_INT(vcmd(r, rec_cb, &b, &err, "PING", NULL), -1);
+    CHECK_STR(err, "redis unavailable");
+    CHECK(status_up(r));                                     /* stalled, not down */
+    CHECK(run_until(called, &a, 2.0));                       /* the pause ends */
+    CHECK_STR(a.str, "PONG");
+    CHECK_INT(vcmd(r, rec_cb, &c, &err, "PING", NULL), 0);
+    CHECK(run_until(called, &c, 2.0));
+    CHECK_STR(c.str, "PONG");
+    jj_redis_free(ctl);
+    jj_redis_free(r);
+}
+
 static int eval(jj_redis *r, const char *sha, res *o, const char *key, const char *arg) {
     memset(o, 0, sizeof *o);
     const char *argv[2] = { key, arg };
@@ -577,6 +611,7 @@ int main(void) {
     start_redis(port, NULL, 1);
     test_basics(port);
     test_overload(port);
+    test_stall(port);
     test_scripts(port);
     test_select(port);
     test_free_pending(port);
