@@ -211,6 +211,45 @@ def db_sql(e, sql, params=()):
     return psql(url, text + ";\n", {f"p{i}": v for i, v in enumerate(params)})
 
 
+class Postgres:
+    """A PostgreSQL 15 cluster of the test's own (initdb + pg_ctl into a
+    temporary directory, a free loopback port, no system service), for
+    tests that stop and start the server. As root it runs as the postgres
+    user (initdb refuses root)."""
+
+    BIN = "/usr/lib/postgresql/15/bin"
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="jj-pgown-")
+        self.port = free_port()
+        self.asuser = []
+        if os.getuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+            self.asuser = ["runuser", "-u", "postgres", "--"]
+        self.data = os.path.join(self.dir, "data")
+        subprocess.run(self.asuser + [f"{self.BIN}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust",
+                                      "-E", "UTF8", "--no-locale"], check=True, capture_output=True, timeout=120)
+        self.start()
+
+    def start(self):
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off")
+        subprocess.run(self.asuser + [f"{self.BIN}/pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "log"),
+                                      "-w", "-t", "60", "-o", opts, "start"], check=True, capture_output=True,
+                       timeout=90)
+
+    def stop(self, mode="fast"):
+        subprocess.run(self.asuser + [f"{self.BIN}/pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"],
+                       capture_output=True, timeout=90)
+
+    def url(self, db="postgres"):
+        return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
+
+    def close(self):
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Engine:
     """A jollyjet master with its workers, on a copy of lua/ and policies/
     (plus the test handlers) so tests can edit files freely."""
