@@ -67,5 +67,10 @@ jj_db *jj_db_pg_open(struct ev_loop *loop, const char *url, int nconns, char *er
 int jj_db_pg_migrate(const char *url, const char *dir, const jj_db_migration *ms, int n,
                      char *err, size_t errlen);
 int jj_db_pg_check_url(const char *url, char *err, size_t errlen);
+/* PostgreSQL's message without its trailing newline, malloc'd (NULL when
+ * out of memory). */
+char *jj_db_pg_message(const char *msg);
+/* A libpq notice processor that drops notices. */
+void jj_db_pg_quiet(void *arg, const char *msg);
 
 #endif

@@ -44,7 +44,6 @@
 #define CONNECT_TIMEOUT_S 5.0
 #define BACKOFF_MIN_S 0.05
 #define BACKOFF_MAX_S 2.0
-#define MIGRATE_LOCK_KEY 7245019313LL   /* pg_advisory_lock key of jj_db_pg_migrate */
 
 /* type OIDs (catalog/pg_type_d.h is a server header) */
 enum {
@@ -53,7 +52,7 @@ enum {
 };
 
 enum { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY };
-enum { ST_BEGIN, ST_PREPARE, ST_EXEC, ST_COMMIT, ST_ROLLBACK };
+enum { ST_BEGIN, ST_DEALLOCATE, ST_PREPARE, ST_EXEC, ST_COMMIT, ST_ROLLBACK };
 
 typedef struct pg_db pg_db;
 typedef struct pconn pconn;
@@ -90,6 +89,7 @@ struct pconn {
     pstmt cache[STMT_CACHE];
     uint64_t tick;
     unsigned next_name;
+    char evicted[16];           /* a prepared statement to DEALLOCATE before the next PREPARE */
     /* the running job */
     pjob *job;
     int step, k;
@@ -128,8 +128,7 @@ static uint64_t fnv1a(const char *s, size_t len) {
     return h;
 }
 
-/* PostgreSQL's message without its trailing newline, malloc'd. */
-static char *pg_message(const char *msg) {
+char *jj_db_pg_message(const char *msg) {
     if (!msg || !*msg) msg = "unknown error";
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) n--;
@@ -143,7 +142,7 @@ static int hexval(char ch) {
     return -1;
 }
 
-static void quiet(void *arg, const char *msg) { (void)arg; (void)msg; }
+void jj_db_pg_quiet(void *arg, const char *msg) { (void)arg; (void)msg; }
 
 /* Leaves a watcher callback: frees the pool if it was closed meanwhile. */
 static void leave(pg_db *db) {
@@ -426,16 +425,16 @@ static jj_db_result *build_result(pconn *c) {
     return &r->pub;
 }
 
-/* Ends c's running job: with c->err if set, else with its rows. c is idle
- * afterwards (or down, if it was reset meanwhile). */
-static void end_job(pconn *c) {
+/* Ends c's running job: with its rows when ok, else with c->err (NULL:
+ * out of memory). c is idle afterwards (or down, if it was reset meanwhile). */
+static void end_job(pconn *c, int ok) {
     pg_db *db = c->pool;
     pjob *j = c->job;
     c->job = NULL;
     if (c->state == C_BUSY) c->state = C_IDLE;
     double elapsed = jj_db_now_ms() - c->t0;
     jj_db_result *res = NULL;
-    if (!c->err) res = build_result(c);
+    if (ok && !c->err) res = build_result(c);
     PQclear(c->rows);
     c->rows = NULL;
     PQclear(c->res);
@@ -457,6 +456,7 @@ static void cache_clear(pconn *c) {
     for (int i = 0; i < STMT_CACHE; i++) free(c->cache[i].key);
     memset(c->cache, 0, sizeof c->cache);
     c->tick = 0;
+    c->evicted[0] = '\0';
 }
 
 /* Drops the connection (the running job, if any, fails with why) and
@@ -475,7 +475,7 @@ static void conn_reset(pconn *c, const char *why, double retry_after) {
         free(c->err);
         c->err = jj_db_fmt_alloc("%s", why);
         j->conn = NULL;
-        end_job(c);   /* c stays down: end_job only turns BUSY into IDLE */
+        end_job(c, 0);   /* c stays down: end_job only turns BUSY into IDLE */
     }
     if (db->closed) return;
     timer_start(c, retry_after);
@@ -512,7 +512,7 @@ static void poll_connect(pconn *c) {
     case PGRES_POLLING_WRITING: io_watch(c, EV_WRITE); return;
     case PGRES_POLLING_OK: break;
     default: {
-        char *m = pg_message(PQerrorMessage(c->pg));
+        char *m = jj_db_pg_message(PQerrorMessage(c->pg));
         conn_failed(c, m ? m : "connection failed");
         free(m);
         return;
@@ -538,12 +538,12 @@ static void start_connect(pconn *c) {
     c->pg = PQconnectStartParams(keys, vals, 1);
     if (!c->pg) { conn_failed(c, "out of memory"); return; }
     if (PQstatus(c->pg) == CONNECTION_BAD) {
-        char *m = pg_message(PQerrorMessage(c->pg));
+        char *m = jj_db_pg_message(PQerrorMessage(c->pg));
         conn_failed(c, m ? m : "connection failed");
         free(m);
         return;
     }
-    PQsetNoticeProcessor(c->pg, quiet, NULL);
+    PQsetNoticeProcessor(c->pg, jj_db_pg_quiet, NULL);
     c->state = C_CONNECTING;
     timer_start(c, CONNECT_TIMEOUT_S);
     io_watch(c, EV_WRITE);
@@ -639,8 +639,9 @@ static pstmt *stmt_for(pconn *c, const jj_db_stmt *s) {
         c->err = jj_db_fmt_alloc("SQL contains a NUL byte");
         return NULL;
     }
-    /* the old entry is gone on the server too (DEALLOCATE would be one more
-     * round trip; names are never reused, so leaving it is harmless) */
+    /* the server keeps the evicted statement until it is deallocated: one
+     * more round trip, only on a miss that evicts */
+    if (victim->ready) snprintf(c->evicted, sizeof c->evicted, "%s", victim->name);
     free(victim->key);
     memset(victim, 0, sizeof *victim);
     victim->key = key;
@@ -686,12 +687,18 @@ static int next_stmt(pconn *c) {
             c->err = jj_db_fmt_alloc("transaction control is not allowed here (use a batch)");
             return 1;
         }
-        end_job(c);
+        end_job(c, 1);
         return 0;
     }
     c->cur = stmt_for(c, &j->stmts[c->k]);
     if (!c->cur) return 1;
     if (c->cur->ready) return send_exec(c);
+    if (c->evicted[0]) {
+        char sql[40];
+        snprintf(sql, sizeof sql, "DEALLOCATE %s", c->evicted);
+        c->evicted[0] = '\0';
+        return send_simple(c, sql, ST_DEALLOCATE);
+    }
     int r = send_prepare(c);
     if (r == 1) {   /* refused before PREPARE: forget the entry */
         free(c->cur->key);
@@ -705,8 +712,9 @@ static int next_stmt(pconn *c) {
 static void step_error(pconn *c, PGresult *r) {
     if (c->err) return;
     const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    char *m = pg_message(primary ? primary : r ? PQresultErrorMessage(r) : PQerrorMessage(c->pg));
-    if (c->job->kind == JJ_DB_KIND_BATCH && (c->step == ST_EXEC || c->step == ST_PREPARE)) {
+    char *m = jj_db_pg_message(primary ? primary : r ? PQresultErrorMessage(r) : PQerrorMessage(c->pg));
+    if (c->job->kind == JJ_DB_KIND_BATCH && c->step != ST_BEGIN && c->step != ST_COMMIT &&
+        c->step != ST_ROLLBACK) {
         c->err = jj_db_fmt_alloc("statement %d: %s", c->k + 1, m ? m : "error");
         free(m);
     } else {
@@ -718,7 +726,7 @@ static void step_error(pconn *c, PGresult *r) {
 static int after_error(pconn *c) {
     if (c->step != ST_ROLLBACK && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
         return send_simple(c, "ROLLBACK", ST_ROLLBACK);
-    end_job(c);
+    end_job(c, 0);
     return 0;
 }
 
@@ -732,19 +740,28 @@ static int step_done(pconn *c) {
     int rc = 0;
     if (!ok || c->step == ST_ROLLBACK) {
         if (!ok) step_error(c, r);
-        if (c->step == ST_PREPARE && c->cur) {
+        if ((c->step == ST_PREPARE || c->step == ST_DEALLOCATE) && c->cur) {
             free(c->cur->key);
             memset(c->cur, 0, sizeof *c->cur);
             c->cur = NULL;
         }
         PQclear(r);
-        if (c->step == ST_ROLLBACK) { end_job(c); return 0; }
+        if (c->step == ST_ROLLBACK) { end_job(c, 0); return 0; }
         return after_error(c);
     }
     switch (c->step) {
     case ST_BEGIN:
         PQclear(r);
         rc = next_stmt(c);
+        break;
+    case ST_DEALLOCATE:
+        PQclear(r);
+        rc = send_prepare(c);
+        if (rc == 1 && c->cur) {   /* refused before PREPARE: forget the entry */
+            free(c->cur->key);
+            memset(c->cur, 0, sizeof *c->cur);
+            c->cur = NULL;
+        }
         break;
     case ST_PREPARE:
         PQclear(r);
@@ -765,7 +782,7 @@ static int step_done(pconn *c) {
     }
     case ST_COMMIT:
         PQclear(r);
-        end_job(c);
+        end_job(c, 1);
         return 0;
     default:
         PQclear(r);
@@ -786,7 +803,7 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents) {
         if (!(revents & EV_READ)) { leave(db); return; }
     }
     if (!PQconsumeInput(c->pg)) {
-        char *m = pg_message(PQerrorMessage(c->pg));
+        char *m = jj_db_pg_message(PQerrorMessage(c->pg));
         conn_failed(c, m ? m : "connection lost");
         free(m);
         leave(db);
@@ -969,7 +986,7 @@ static void pg_close(jj_db *base) {
             free(c->err);
             c->err = jj_db_fmt_alloc("database closed");
             c->job->conn = NULL;
-            end_job(c);
+            end_job(c, 0);
         }
         if (c->pg) PQfinish(c->pg);
         c->pg = NULL;
@@ -1029,138 +1046,4 @@ jj_db *jj_db_pg_open(struct ev_loop *loop, const char *url, int nconns, char *er
         start_connect(c);
     }
     return &db->base;
-}
-
-/* ----------------------------------------------------------- the URL */
-
-int jj_db_pg_check_url(const char *url, char *err, size_t errlen) {
-    char *msg = NULL;
-    PQconninfoOption *opts = PQconninfoParse(url, &msg);
-    if (!opts) {
-        char *m = pg_message(msg ? msg : "out of memory");
-        snprintf(err, errlen, "%s", m ? m : "cannot be parsed");
-        free(m);
-        PQfreemem(msg);
-        return -1;
-    }
-    int rc = 0;
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!o->val) continue;
-        if (!strcmp(o->keyword, "sslmode")) {
-            static const char *const modes[] = {"disable", "allow", "prefer", "require",
-                                                "verify-ca", "verify-full", NULL};
-            int known = 0;
-            for (int i = 0; modes[i]; i++) known |= !strcmp(o->val, modes[i]);
-            if (!known) {
-                snprintf(err, errlen, "sslmode must be one of disable, allow, prefer, require, "
-                         "verify-ca, verify-full (got \"%.32s\")", o->val);
-                rc = -1;
-            }
-        } else if (!strcmp(o->keyword, "port")) {
-            char *end;
-            long p = strtol(o->val, &end, 10);
-            if (*end || p < 1 || p > 65535) { snprintf(err, errlen, "port must be 1..65535"); rc = -1; }
-        }
-    }
-    PQconninfoFree(opts);
-    return rc;
-}
-
-/* ---------------------------------------------------------- migrate */
-
-static int exec_ok(PGconn *pg, const char *sql, char *err, size_t errlen, const char *what) {
-    PGresult *r = PQexec(pg, sql);
-    ExecStatusType st = PQresultStatus(r);
-    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-    if (!ok) {
-        char *m = pg_message(PQresultErrorMessage(r));
-        snprintf(err, errlen, "%s: %s", what, m ? m : "failed");
-        free(m);
-    }
-    PQclear(r);
-    return ok ? 0 : -1;
-}
-
-int jj_db_pg_migrate(const char *url, const char *dir, const jj_db_migration *ms, int n,
-                     char *err, size_t errlen) {
-    if (jj_db_pg_check_url(url, err, errlen) != 0) return -1;
-    PGconn *pg = PQconnectdb(url);
-    int rc = -1, applied = 0;
-    char *done = NULL;
-    if (PQstatus(pg) != CONNECTION_OK) {
-        char *m = pg_message(PQerrorMessage(pg));
-        snprintf(err, errlen, "cannot connect: %s", m ? m : "failed");
-        free(m);
-        goto out;
-    }
-    PQsetNoticeProcessor(pg, quiet, NULL);
-    /* One instance migrates at a time; the others wait here, then find the
-     * migrations applied. The lock ends with the session. */
-    char lock[96];
-    snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%lld)", MIGRATE_LOCK_KEY);
-    if (exec_ok(pg, lock, err, errlen, "advisory lock") != 0) goto out;
-    if (exec_ok(pg, "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, "
-                    "name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-                err, errlen, "schema_migrations") != 0)
-        goto out;
-    done = calloc((size_t)n + 1, 1);
-    if (!done) { snprintf(err, errlen, "out of memory"); goto out; }
-    PGresult *r = PQexec(pg, "SELECT version FROM schema_migrations");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        char *m = pg_message(PQresultErrorMessage(r));
-        snprintf(err, errlen, "schema_migrations: %s", m ? m : "failed");
-        free(m);
-        PQclear(r);
-        goto out;
-    }
-    long long newest = 0;
-    for (int row = 0; row < PQntuples(r); row++) {
-        long long v = strtoll(PQgetvalue(r, row, 0), NULL, 10);
-        if (v > newest) newest = v;
-        for (int i = 0; i < n; i++) if (ms[i].num == v) done[i] = 1;
-    }
-    PQclear(r);
-    for (int i = 0; i < n; i++) {
-        if (done[i]) continue;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, ms[i].name);
-        char *sql = jj_db_read_file(path);
-        if (!sql) { snprintf(err, errlen, "%s: cannot read it", ms[i].name); goto out; }
-        char what[300];
-        snprintf(what, sizeof what, "%s", ms[i].name);
-        /* The script runs as one simple query inside this transaction (it
-         * must not BEGIN or COMMIT itself); recorded in the same one. */
-        int bad = exec_ok(pg, "BEGIN", err, errlen, what) || exec_ok(pg, sql, err, errlen, what);
-        free(sql);
-        if (!bad) {
-            char num[32];
-            snprintf(num, sizeof num, "%lld", ms[i].num);
-            const char *vals[2] = {num, ms[i].name};
-            PGresult *ins = PQexecParams(pg, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                                         2, NULL, vals, NULL, NULL, 0);
-            if (PQresultStatus(ins) != PGRES_COMMAND_OK) {
-                char *m = pg_message(PQresultErrorMessage(ins));
-                snprintf(err, errlen, "%s: %s", what, m ? m : "failed");
-                free(m);
-                bad = 1;
-            }
-            PQclear(ins);
-        }
-        if (bad || exec_ok(pg, "COMMIT", err, errlen, what) != 0) {
-            PGresult *rb = PQexec(pg, "ROLLBACK");
-            PQclear(rb);
-            goto out;
-        }
-        JJ_INFO("database migration %s applied", ms[i].name);
-        applied++;
-    }
-    if (n > 0 && newest > ms[n - 1].num)
-        JJ_WARN("database schema version %lld is newer than the newest migration (%lld)", newest,
-                ms[n - 1].num);
-    JJ_DEBUG("database migrations: %d applied", applied);
-    rc = 0;
-out:
-    free(done);
-    PQfinish(pg);   /* also releases the advisory lock */
-    return rc;
 }

@@ -337,6 +337,26 @@ static void test_concurrent(jj_db *db) {
     CHECK_INT(good, N);
 }
 
+static void test_statement_cache_evicts_on_the_server_too(void) {
+    jj_db *db = open_db(url, 1);   /* one connection: every statement lands on it */
+    if (!db) return;
+    int right = 0;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 150; i++) {
+            char sql[64];
+            snprintf(sql, sizeof sql, "SELECT %d + ? AS n", i);
+            jj_db_value v = vint(round);
+            jj_db_result *r = run(db, 1, sql, &v, 1);
+            right += r && !r->err && cell(r, 0, 0)->i == i + round;
+            jj_db_result_free(r);
+        }
+    }
+    CHECK_INT(right, 300);
+    int64_t held = scalar(db, "SELECT count(*) FROM pg_prepared_statements");
+    CHECK(held >= 1 && held <= 64);
+    jj_db_close(db);
+}
+
 static void test_server_down(void) {
     /* a port nothing listens on: calls fail at once, clearly, and healthy says 0 */
     char down[128];
@@ -466,6 +486,7 @@ int main(void) {
         test_concurrent(db);
         jj_db_close(db);
     }
+    test_statement_cache_evicts_on_the_server_too();
     test_server_down();
     test_close_fails_pending();
     test_idle_loop_exits();
