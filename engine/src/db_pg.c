@@ -132,7 +132,19 @@ char *jj_db_pg_message(const char *msg) {
     if (!msg || !*msg) msg = "unknown error";
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) n--;
-    return jj_db_fmt_alloc("%.*s", (int)n, msg);
+    char *out = jj_db_fmt_alloc("%.*s", (int)n, msg);
+    if (!out) return NULL;
+    /* one line: libpq continues messages on indented lines */
+    char *o = out;
+    for (const char *p = out; *p; p++) {
+        if (*p == '\n' || *p == '\t') {
+            if (o > out && o[-1] != ' ') *o++ = ' ';
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    return out;
 }
 
 static int hexval(char ch) {

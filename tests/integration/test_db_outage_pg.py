@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 
-from harness import Engine, Postgres, Redis, Runner, psql, wait_until
+from harness import BIN, Engine, Postgres, Redis, Runner, psql, wait_until
 
 CACHE_POLICY = "return { ttl = { product = 1 }, jitter = 0, beta = 0, grace = 600 }\n"
 
@@ -102,6 +102,20 @@ def test_slow_database_times_out_writes_and_recovers(e, pg, db_url):
     assert psql(db_url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock';\n")[0][0] == 0
 
 
+def test_bad_or_unreachable_database_url_stops_the_start(r):
+    for url, expect in (("postgres://app:s3cret@127.0.0.1/x?sslmode=maybe", "DATABASE_URL: sslmode"),
+                        ("mysql://app:s3cret@127.0.0.1/x", "DATABASE_URL: must start with postgres://"),
+                        ("postgres://app:s3cret@127.0.0.1:1/x", "DATABASE_URL: migrations failed: cannot connect")):
+        e = Engine(r.port, start=False, env={"DATABASE_URL": url})
+        try:
+            out = subprocess.run([BIN, "serve"], env=e.env, capture_output=True, text=True, timeout=60)
+            print(f"     {url.replace('s3cret', '***')}: exit {out.returncode}: {out.stderr.strip()[:160]}")
+            assert out.returncode == 2 and expect in out.stderr, (out.returncode, out.stderr)
+            assert "s3cret" not in out.stderr, out.stderr
+        finally:
+            e.close()
+
+
 def main():
     t = Runner()
     r = Redis()
@@ -116,6 +130,7 @@ def main():
         t.run("server down then back", test_server_down_then_back, e, pg)
         t.run("slow database times out writes and recovers", test_slow_database_times_out_writes_and_recovers,
               e, pg, db_url)
+        t.run("bad or unreachable database url stops the start", test_bad_or_unreachable_database_url_stops_the_start, r)
     finally:
         e.close()
         pg.close()
