@@ -1,7 +1,7 @@
 # JollyJet engine image: Debian 12, Debian packages only, non-root.
 FROM debian:12-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      build-essential cmake pkg-config liblua5.4-dev libhiredis-dev libev-dev libsqlite3-dev \
+      build-essential cmake pkg-config liblua5.4-dev libhiredis-dev libev-dev libsqlite3-dev libpq-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -14,7 +14,7 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJJ_TESTS=OFF -DCMAKE
 
 FROM debian:12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \
-      lua5.4 liblua5.4-0 libhiredis0.14 libev4 libsqlite3-0 lua-cjson curl ca-certificates \
+      lua5.4 liblua5.4-0 libhiredis0.14 libev4 libsqlite3-0 libpq5 lua-cjson curl ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /var/lib/jollyjet --create-home jollyjet
 COPY --from=build /opt/jollyjet /opt/jollyjet

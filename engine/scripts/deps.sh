@@ -4,10 +4,11 @@
 set -euo pipefail
 what=${1:-run}
 pkgs=(build-essential cmake pkg-config lua5.4 liblua5.4-dev libhiredis-dev libev-dev
-      libsqlite3-dev lua-cjson redis-server)
+      libsqlite3-dev libpq-dev lua-cjson redis-server)
 case "$what" in
   run) ;;
-  test) pkgs+=(lua-busted python3 python3-yaml curl valgrind clang lua-check chromium) ;;   # chromium: the dashboard test
+  test) pkgs+=(lua-busted python3 python3-yaml curl valgrind clang lua-check chromium   # chromium: the dashboard test
+              postgresql-15) ;;   # initdb/pg_ctl/psql: the PostgreSQL pass (run-tests.sh)
   bench) pkgs+=(lua-busted python3 nginx-light wrk) ;;
   *) echo "deps.sh: unknown set '$what' (run|test|bench)" >&2; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 /* config.c: the environment, validated. Every failure names the variable. */
 #include "config.h"
+#include "db.h"
 #include "log.h"
 
 #include <errno.h>
@@ -197,6 +198,18 @@ int jj_config_load_from(jj_config *c, const char *(*get)(const char *, void *), 
     if (get_double(&e, "DB_TIMEOUT_MS", 5000, 1, 600000, &c->db_timeout_ms)) return -1;
 
     if (get_str(&e, "DB_PATH", "var/jollyjet.db", c->db_path, sizeof c->db_path)) return -1;
+    const char *dburl = var(&e, "DATABASE_URL");
+    if (dburl) {
+        /* never echo the value: it may hold a password */
+        char problem[256];
+        if (!jj_db_is_url(dburl))
+            return fail(&e, "DATABASE_URL", "must start with postgres:// or postgresql:// (unset it for SQLite at DB_PATH)", NULL);
+        if (strlen(dburl) >= sizeof c->db_url) return fail(&e, "DATABASE_URL", "is too long", NULL);
+        if (jj_db_check_url(dburl, problem, sizeof problem) != 0) return fail(&e, "DATABASE_URL", problem, NULL);
+        strcpy(c->db_url, dburl);
+    }
+    if (get_long(&e, "DB_POOL_SIZE", 2, 1, 64, &l)) return -1;
+    c->db_pool_size = (int)l;
     if (get_str(&e, "LUA_DIR", "lua", c->lua_dir, sizeof c->lua_dir)) return -1;
     if (get_str(&e, "POLICY_DIR", "policies", c->policy_dir, sizeof c->policy_dir)) return -1;
     if (get_str(&e, "MIGRATIONS_DIR", "engine/migrations", c->migrations_dir, sizeof c->migrations_dir)) return -1;

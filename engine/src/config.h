@@ -18,6 +18,8 @@ typedef struct jj_config {
     double redis_timeout_ms;   /* REDIS_TIMEOUT_MS, default 1000 */
     double db_timeout_ms;      /* DB_TIMEOUT_MS, default 5000 */
     char db_path[1024];
+    char db_url[1024];         /* DATABASE_URL: postgres://... selects PostgreSQL; empty: SQLite at db_path */
+    int db_pool_size;          /* DB_POOL_SIZE, PostgreSQL connections per worker, default 2 */
     char lua_dir[1024];
     char policy_dir[1024];
     char migrations_dir[1024];
@@ -37,6 +39,11 @@ typedef struct jj_config {
     int access_log;             /* ACCESS_LOG (a JSON line per response), default 1 */
     char pid_file[1024];        /* PID_FILE, default var/jollyjet.pid */
 } jj_config;
+
+/* The database jj_db_open/jj_db_migrate take: the URL, else the path. */
+#define JJ_CONFIG_DB_TARGET(cfg) ((cfg)->db_url[0] ? (cfg)->db_url : (cfg)->db_path)
+/* The variable that names it, for messages. */
+#define JJ_CONFIG_DB_VAR(cfg) ((cfg)->db_url[0] ? "DATABASE_URL" : "DB_PATH")
 
 /* Fills cfg from getenv. Returns 0, or -1 with "VAR: problem" in err. */
 int jj_config_load(jj_config *cfg, char *err, size_t errlen);

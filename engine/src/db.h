@@ -1,7 +1,17 @@
-/* db.h: the database of record (SQLite in WAL mode) behind a small thread
- * pool. The event loop never waits for SQLite: a statement runs on a pool
- * thread and its result comes back to the loop through ev_async, where the
- * callback runs.
+/* db.h: the database of record, one API over two backends:
+ *  - SQLite in WAL mode (a file path) behind a small thread pool
+ *    (db_sqlite.c): a statement runs on a pool thread and its result comes
+ *    back to the loop through ev_async, where the callback runs;
+ *  - PostgreSQL (a postgres:// URL) through libpq in non-blocking mode on
+ *    the loop itself, a few connections per loop (db_pg.c).
+ * The event loop never waits for the database. db.c picks the backend and
+ * holds what both share.
+ *
+ * SQL is written with SQLite's placeholders (?, ?NNN); the PostgreSQL
+ * backend rewrites them to $N (outside literals and comments) and binds the
+ * values, never splicing them. Results have the same Lua-visible types on
+ * both: integers (also bigint and boolean, as 1/0), floats, text, blobs
+ * (bytea), NULL.
  */
 #ifndef JJ_DB_H
 #define JJ_DB_H
@@ -37,9 +47,19 @@ typedef struct jj_db_result {
 
 typedef void jj_db_cb(jj_db_result *res, void *privdata);
 
-/* Opens the pool (nthreads connections, WAL, busy timeout) on the loop.
- * Returns NULL and writes a message into err on failure. */
-jj_db *jj_db_open(struct ev_loop *loop, const char *path, int nthreads, char *err, size_t errlen);
+/* Opens the pool on the loop: target is a postgres:// or postgresql:// URL
+ * (nconns connections, connected in the background and reconnected with
+ * backoff) or else an SQLite file path (nconns threads and connections,
+ * WAL, busy timeout). Returns NULL and writes a message into err on
+ * failure (a PostgreSQL server that is down is not one: calls fail with
+ * "database unavailable" until it is back). */
+jj_db *jj_db_open(struct ev_loop *loop, const char *target, int nconns, char *err, size_t errlen);
+/* "sqlite" or "postgres". */
+const char *jj_db_dialect(const jj_db *db);
+/* 1 if target names a PostgreSQL database (postgres:// or postgresql://). */
+int jj_db_is_url(const char *target);
+/* Checks a postgres:// URL without connecting: 0, or -1 with the problem in err. */
+int jj_db_check_url(const char *url, char *err, size_t errlen);
 /* Waits for running statements, fails queued ones with "database closed"
  * (their callbacks run before this returns), joins the threads. */
 void jj_db_close(jj_db *db);
@@ -69,7 +89,15 @@ typedef struct jj_db_stmt {
 int jj_db_submit_batch(jj_db *db, const jj_db_stmt *stmts, int nstmts,
                        jj_db_cb *cb, void *privdata);
 
-/* Notes on the implementation (db.c):
+/* Both of the above with a bound: is_query 1 query, 0 exec, -1 batch.
+ * timeout_ms > 0: on PostgreSQL the call fails with "timeout" after that
+ * long (and its connection is reset); 0 means 5000 ms there. SQLite cannot
+ * stop a running statement: its bound is the caller's wait. */
+int jj_db_submit_timeout(jj_db *db, int is_query, const jj_db_stmt *stmts, int nstmts,
+                         double timeout_ms, jj_db_cb *cb, void *privdata);
+
+/* Notes on the SQLite implementation (db_sqlite.c; db_pg.c says how
+ * PostgreSQL differs):
  * - Every function but jj_db_migrate is called on the loop thread only.
  * - Results: TEXT and BLOB values (and names) are NUL-terminated copies; a
  *   NULL value has s == NULL; elapsed_ms is the time the job ran on its
@@ -83,9 +111,15 @@ int jj_db_submit_batch(jj_db *db, const jj_db_stmt *stmts, int nstmts,
  *   the loop alive only while some callback is owed. */
 
 /* Synchronous, for start-up only (before any worker serves): applies the
- * migrations in dir (files NNN_name.sql, in order, each once, recorded in
- * PRAGMA user_version) and returns 0, or -1 with a message in err. */
-int jj_db_migrate(const char *path, const char *dir, char *err, size_t errlen);
+ * migrations in dir to target (a path or URL, as jj_db_open) and returns 0,
+ * or -1 with a message in err. Files are NNN_name.sql, shared by both
+ * dialects, or NNN_name.sqlite.sql / NNN_name.pg.sql where the dialects
+ * differ (a dialect's own file wins over the shared one with its number).
+ * Each runs once, in order, in its own transaction; SQLite records the
+ * newest in PRAGMA user_version, PostgreSQL each in schema_migrations,
+ * under an advisory lock so that instances starting together apply each
+ * migration once. */
+int jj_db_migrate(const char *target, const char *dir, char *err, size_t errlen);
 
 /* 1 if the last statement run or a quick probe succeeded. */
 int jj_db_healthy(jj_db *db);

@@ -125,9 +125,9 @@ int jj_embed_start(jj_embed *e, struct ev_loop *loop, char *err, size_t errlen) 
     if (e->engine) { snprintf(err, errlen, "the engine is already started"); return -1; }
     jj_log_set_level(e->cfg.log_level);
     char merr[1024];
-    jj_config_make_parent(e->cfg.db_path);
-    if (jj_db_migrate(e->cfg.db_path, e->cfg.migrations_dir, merr, sizeof merr) != 0) {
-        snprintf(err, errlen, "DB_PATH: migrations failed: %s", merr);
+    if (!e->cfg.db_url[0]) jj_config_make_parent(e->cfg.db_path);
+    if (jj_db_migrate(JJ_CONFIG_DB_TARGET(&e->cfg), e->cfg.migrations_dir, merr, sizeof merr) != 0) {
+        snprintf(err, errlen, "%s: migrations failed: %s", JJ_CONFIG_DB_VAR(&e->cfg), merr);
         return -1;
     }
     e->engine = jj_engine_new_with(loop, &e->cfg, 0, JJ_GEN_APP, e->modules, e->nmodules, err, errlen);

@@ -171,8 +171,9 @@ jj_engine *jj_engine_new_with(struct ev_loop *loop, const jj_config *cfg, int wo
         e->sub = jj_redis_sub_new(loop, &rc, channel, on_invalidate, on_subscriber_state, e);
         if (!e->sub) JJ_ERROR("cannot create the L1 invalidation subscriber");
         char dberr[512] = "";
-        e->db = jj_db_open(loop, cfg->db_path, cfg->db_threads, dberr, sizeof dberr);
-        if (!e->db) JJ_ERROR("database %s unavailable: %s", cfg->db_path, dberr);
+        e->db = jj_db_open(loop, JJ_CONFIG_DB_TARGET(cfg),
+                           cfg->db_url[0] ? cfg->db_pool_size : cfg->db_threads, dberr, sizeof dberr);
+        if (!e->db) JJ_ERROR("database %s unavailable: %s", cfg->db_url[0] ? "(DATABASE_URL)" : cfg->db_path, dberr);
     }
     e->gen = jj_gen_new(e, kind, 1, err, errlen);
     if (!e->gen) {

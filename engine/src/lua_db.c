@@ -1,4 +1,5 @@
-/* lua_db.c: the `engine.db` module, SQLite for request handlers.
+/* lua_db.c: the `engine.db` module, the database (SQLite or PostgreSQL) for
+ * request handlers.
  *
  *   rows, err    = db.query(sql, ...)              rows: { {col = value, ...}, ... }
  *   n, last_id   = db.exec(sql, ...)
@@ -7,6 +8,7 @@
  *   db.query_timeout(ms, sql, ...), db.exec_timeout(ms, sql, ...)
  *   db.null      light userdata that binds SQL NULL
  *   db.healthy() -> boolean
+ *   db.dialect() -> "sqlite" | "postgres"   (for the few statements that differ)
  *
  * Each call copies its SQL and parameters into a pool job (jj_db_submit
  * copies), yields the task and is resumed exactly once by the completion
@@ -16,7 +18,9 @@
  *
  * Bad arguments (a table or function as a parameter, a non-string SQL)
  * raise; database errors return nil, message. A timeout returns nil,
- * "timeout" but does not cancel the statement: a write may still commit.
+ * "timeout". On SQLite it does not cancel the statement (a write may still
+ * commit); on PostgreSQL the backend gets the same bound and drops the
+ * connection the statement runs on (see db_pg.c).
  */
 #include "db.h"
 #include "engine.h"
@@ -190,9 +194,11 @@ static int run_single(lua_State *L, int first, int kind, double timeout_ms) {
     double default_ms = 0;
     jj_db *db = pool_of(L, &default_ms);
     if (!db) return push_unavailable(L, "database unavailable");
-    jj_wait *w = jj_wait_new(L, timeout_ms > 0 ? timeout_ms : default_ms);
-    if (jj_db_submit(db, kind == KIND_QUERY, sql, sqllen, params, nparams,
-                     kind == KIND_QUERY ? on_query : on_exec, w) != 0) {
+    double ms = timeout_ms > 0 ? timeout_ms : default_ms;
+    jj_wait *w = jj_wait_new(L, ms);
+    jj_db_stmt s = {sql, sqllen, params, nparams};
+    if (jj_db_submit_timeout(db, kind == KIND_QUERY, &s, 1, ms,
+                             kind == KIND_QUERY ? on_query : on_exec, w) != 0) {
         jj_wait_abandon(w);
         return push_unavailable(L, "database overloaded");
     }
@@ -285,8 +291,9 @@ static int l_batch(lua_State *L) {
     double default_ms = 0;
     jj_db *db = pool_of(L, &default_ms);
     if (!db) return push_unavailable(L, "database unavailable");
-    jj_wait *w = jj_wait_new(L, timeout_ms > 0 ? timeout_ms : default_ms);
-    if (jj_db_submit_batch(db, stmts, (int)nstmts, on_batch, w) != 0) {
+    double ms = timeout_ms > 0 ? timeout_ms : default_ms;
+    jj_wait *w = jj_wait_new(L, ms);
+    if (jj_db_submit_timeout(db, -1, stmts, (int)nstmts, ms, on_batch, w) != 0) {
         jj_wait_abandon(w);
         return push_unavailable(L, "database overloaded");
     }
@@ -301,6 +308,18 @@ static int l_healthy(lua_State *L) {
     return 1;
 }
 
+/* [-0, +1, -] db.dialect() -> "sqlite" | "postgres" (also without a pool:
+ * what the configuration selects) */
+static int l_dialect(lua_State *L) {
+    double ms;
+    jj_db *db = pool_of(L, &ms);
+    if (db) { lua_pushstring(L, jj_db_dialect(db)); return 1; }
+    jj_engine *e = jj_engine_of(L);
+    const jj_config *cfg = e ? jj_engine_config(e) : NULL;
+    lua_pushstring(L, cfg && cfg->db_url[0] ? "postgres" : "sqlite");
+    return 1;
+}
+
 /* [-0, +1, m] */
 int luaopen_engine_db(lua_State *L) {
     static const luaL_Reg fns[] = {
@@ -310,6 +329,7 @@ int luaopen_engine_db(lua_State *L) {
         {"query_timeout", l_query_timeout},
         {"exec_timeout", l_exec_timeout},
         {"healthy", l_healthy},
+        {"dialect", l_dialect},
         {NULL, NULL},
     };
     luaL_newlib(L, fns);

@@ -40,9 +40,9 @@ static int load_config(jj_config *cfg) {
 
 static int migrate(const jj_config *cfg) {
     char err[1024];
-    jj_config_make_parent(cfg->db_path);
-    if (jj_db_migrate(cfg->db_path, cfg->migrations_dir, err, sizeof err) != 0) {
-        fprintf(stderr, "jollyjet: DB_PATH: migrations failed: %s\n", err);
+    if (!cfg->db_url[0]) jj_config_make_parent(cfg->db_path);
+    if (jj_db_migrate(JJ_CONFIG_DB_TARGET(cfg), cfg->migrations_dir, err, sizeof err) != 0) {
+        fprintf(stderr, "jollyjet: %s: migrations failed: %s\n", JJ_CONFIG_DB_VAR(cfg), err);
         return -1;
     }
     return 0;

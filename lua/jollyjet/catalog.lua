@@ -51,7 +51,15 @@ _M.LIMIT_MAX = 100
 _M.LIMIT_DEFAULT = 20
 _M.PAGE_MAX = 1000000
 
-local ISO_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+-- The few spellings the two databases do not share (engine.db binds the
+-- same ?-placeholders on both). Timestamps are the statement's time, in the
+-- same ISO-8601 millisecond format.
+local PG = db.dialect() == "postgres"
+local ISO_NOW = PG and [[to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')]]
+  or "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+-- SQLite's LIKE ignores ASCII case; PostgreSQL's needs ILIKE for that.
+local LIKE = PG and "ILIKE" or "LIKE"
+local DUPLICATE_ID = PG and 'unique constraint "products_pkey"' or "UNIQUE constraint failed: products.id"
 local COLUMNS = "id, name, description, price_cents, stock, category, images, is_active, "
   .. "wishlist_count, version, created_at, updated_at"
 
@@ -363,7 +371,7 @@ function _M.list(f)
     params[#params + 1] = f.category
   end
   if f.search then
-    where[#where + 1] = "(name LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\')"
+    where[#where + 1] = "(name " .. LIKE .. " ? ESCAPE '\\' OR description " .. LIKE .. " ? ESCAPE '\\')"
     local p = like_pattern(f.search)
     params[#params + 1] = p
     params[#params + 1] = p
@@ -414,7 +422,7 @@ function _M.create(input)
         id, v.name, v.description, v.price_cents, v.stock, v.category, v.images, v.is_active },
       { "SELECT " .. COLUMNS .. " FROM products WHERE id = ?", id },
     })
-    if res or not tostring(err):find("UNIQUE constraint failed: products.id", 1, true) then break end
+    if res or not tostring(err):find(DUPLICATE_ID, 1, true) then break end
   end
   if not res then return nil, err end
   return res.rows[1]
@@ -476,10 +484,34 @@ end
 -- wishlist_count by +1/-1 and bump version (the cached JSON changed;
 -- updated_at stays: it tracks edits of the product). nil when the product
 -- does not exist (nothing changes).
+local function wishlist_result(res, err)
+  if not res then return nil, err end
+  local row = res.rows[1]
+  if not row then return nil end
+  return row.wishlisted == 1, row.wishlist_count, row.version
+end
+
+local function toggle_pg(sid, pid)
+  return db.batch({
+    -- One statement deletes the row or, when there was none, inserts it
+    -- (PostgreSQL has no changes(); a data-modifying WITH does the same).
+    { "WITH del AS (DELETE FROM wishlist WHERE session_id = ?1 AND product_id = ?2 RETURNING 1) "
+      .. "INSERT INTO wishlist (session_id, product_id, created_at) SELECT ?1, id, " .. ISO_NOW
+      .. " FROM products WHERE id = ?2 AND NOT EXISTS (SELECT 1 FROM del) "
+      .. "ON CONFLICT (session_id, product_id) DO NOTHING", sid, pid },
+    { "UPDATE products SET wishlist_count = greatest(0, wishlist_count + CASE WHEN EXISTS "
+      .. "(SELECT 1 FROM wishlist WHERE session_id = ?1 AND product_id = ?2) THEN 1 ELSE -1 END), "
+      .. "version = version + 1 WHERE id = ?2", sid, pid },
+    { "SELECT wishlist_count, version, EXISTS (SELECT 1 FROM wishlist WHERE session_id = ?1 AND "
+      .. "product_id = ?2) AS wishlisted FROM products WHERE id = ?2", sid, pid },
+  })
+end
+
 function _M.toggle_wishlist(sid, pid)
   if type(sid) ~= "string" or sid == "" then error("catalog.toggle_wishlist: session id must be a string", 2) end
   if type(pid) ~= "string" then error("catalog.toggle_wishlist: product id must be a string", 2) end
-  local res, err = db.batch({
+  if PG then return wishlist_result(toggle_pg(sid, pid)) end
+  return wishlist_result(db.batch({
     -- ?1 session, ?2 product. (The SELECT needs its WHERE: without one,
     -- SQLite would parse ON CONFLICT as a join constraint.)
     { "INSERT INTO wishlist (session_id, product_id, created_at) SELECT ?1, id, " .. ISO_NOW
@@ -491,15 +523,11 @@ function _M.toggle_wishlist(sid, pid)
       .. "version = version + 1 WHERE id = ?2", sid, pid },
     { "SELECT wishlist_count, version, EXISTS (SELECT 1 FROM wishlist WHERE session_id = ?1 AND "
       .. "product_id = ?2) AS wishlisted FROM products WHERE id = ?2", sid, pid },
-  })
-  if not res then return nil, err end
-  local row = res.rows[1]
-  if not row then return nil end
-  return row.wishlisted == 1, row.wishlist_count, row.version
+  }))
 end
 
 -- ids = catalog.wishlist(session_id): the session's products, most recently
--- added first.
+-- added first (rowid: insertion order; a column of that name on PostgreSQL).
 function _M.wishlist(sid)
   if type(sid) ~= "string" then error("catalog.wishlist: session id must be a string", 2) end
   local rows, err = db.query("SELECT product_id FROM wishlist WHERE session_id = ? "

@@ -951,7 +951,7 @@ end
 -- ------------------------------------------------------------ the document
 
 local DESCRIPTION = concat({
-  "A caching engine for an e-commerce catalogue: a C core (libev, HTTP/1.1, Redis, SQLite) running Lua handlers.",
+  "A caching engine for an e-commerce catalogue: a C core (libev, HTTP/1.1, Redis, SQLite or PostgreSQL) running Lua handlers.",
   "Every response carries Date and X-Request-Id. Every error has the body "
     .. '{"success":false,"error":"<code>","message":"..."} (sometimes with details or requestId); 429 has '
     .. '{"success":false,"error":"Rate limit exceeded","message":"...","retryAfter":N}.',
@@ -977,7 +977,7 @@ function _M.build()
     },
     servers = { { url = "/" } },
     tags = {
-      { name = "products", description = "The product catalogue (SQLite, cached in Redis and in each worker)." },
+      { name = "products", description = "The product catalogue (SQLite or PostgreSQL, cached in Redis and in each worker)." },
       { name = "wishlist", description = "Per-session wishlists (the session cookie)." },
       { name = "sessions", description = "Sessions in Redis; the id is only ever in an HttpOnly cookie." },
       { name = "cache", description = "Cache effectiveness." },

@@ -34,6 +34,8 @@ class Host:
             "MIGRATIONS_DIR": os.path.join(harness.SRC, "engine", "migrations"),
             "LOG_LEVEL": "info",
         })
+        if harness.PG_URL:   # the PostgreSQL pass: a database of its own
+            env["DATABASE_URL"] = harness.pg_database(f"jj_embed_{os.getpid()}")
         self.log_path = os.path.join(self.dir, "host.log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([BIN, "0"], env=env, stdout=subprocess.PIPE, stderr=self.log, cwd=self.dir)

@@ -20,6 +20,12 @@ FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
 _procs = []
 
+# Set by run-tests.sh for the PostgreSQL pass: the throwaway cluster's admin
+# URL (postgres://postgres@127.0.0.1:PORT/postgres). Every engine then gets
+# DATABASE_URL to a database of its own (named after its DB_PATH, so engines
+# that share a DB_PATH share the database, as they would share the file).
+PG_URL = os.environ.get("JJ_TEST_DATABASE_URL") or None
+
 
 def _cleanup():
     for p in _procs:
@@ -144,6 +150,106 @@ class Monitor:
         self.sock.close()
 
 
+def psql(url, sql, variables=None, timeout=30):
+    """Runs sql with psql against url; returns the rows (tuples of strings,
+    None for NULL; integers converted). variables become psql :'name'
+    literals, quoted by psql itself."""
+    args = ["psql", url, "-X", "-q", "-tA", "-F", "\x1f", "-R", "\x1e", "-P", "null=\x01",
+            "-v", "ON_ERROR_STOP=1"]
+    for k, v in (variables or {}).items():
+        args += ["-v", f"{k}={v}"]
+    # psql interpolates variables in -f/stdin input, not in -c
+    out = subprocess.run(args, input=sql, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise AssertionError(f"psql failed: {out.stderr.strip()}")
+    rows = []
+    for line in out.stdout.split("\x1e"):
+        line = line.strip("\n")
+        if not line:
+            continue
+        row = []
+        for f in line.split("\x1f"):
+            if f == "\x01":
+                row.append(None)
+            elif f.lstrip("-").isdigit():
+                row.append(int(f))
+            else:
+                row.append(f)
+        rows.append(tuple(row))
+    return rows
+
+
+def pg_database(name):
+    """The URL of database name on the test cluster, created if missing."""
+    base = PG_URL.rsplit("/", 1)[0]
+    if not psql(PG_URL, "SELECT 1 FROM pg_database WHERE datname = :'n';\n", {"n": name}):
+        try:
+            psql(PG_URL, f'CREATE DATABASE "{name}" STRATEGY FILE_COPY;\n')
+        except AssertionError as e:
+            if "already exists" not in str(e):
+                raise
+    return f"{base}/{name}"
+
+
+def db_sql(e, sql, params=()):
+    """Runs one statement on engine e's database behind its back (sqlite3 on
+    the file, or psql on PostgreSQL) and commits; returns the rows. sql uses
+    ? placeholders."""
+    url = e.env.get("DATABASE_URL")
+    if not url:
+        import sqlite3
+        con = sqlite3.connect(e.env["DB_PATH"], timeout=10)
+        try:
+            rows = [tuple(r) for r in con.execute(sql, params).fetchall()]
+            con.commit()
+            return rows
+        finally:
+            con.close()
+    parts = sql.split("?")
+    assert len(parts) == len(params) + 1, "one parameter per ?"
+    text = parts[0] + "".join(f":'p{i}'" + parts[i + 1] for i in range(len(params)))
+    return psql(url, text + ";\n", {f"p{i}": v for i, v in enumerate(params)})
+
+
+class Postgres:
+    """A PostgreSQL 15 cluster of the test's own (initdb + pg_ctl into a
+    temporary directory, a free loopback port, no system service), for
+    tests that stop and start the server. As root it runs as the postgres
+    user (initdb refuses root)."""
+
+    BIN = "/usr/lib/postgresql/15/bin"
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="jj-pgown-")
+        self.port = free_port()
+        self.asuser = []
+        if os.getuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+            self.asuser = ["runuser", "-u", "postgres", "--"]
+        self.data = os.path.join(self.dir, "data")
+        subprocess.run(self.asuser + [f"{self.BIN}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust",
+                                      "-E", "UTF8", "--no-locale"], check=True, capture_output=True, timeout=120)
+        self.start()
+
+    def start(self):
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off")
+        subprocess.run(self.asuser + [f"{self.BIN}/pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "log"),
+                                      "-w", "-t", "60", "-o", opts, "start"], check=True, capture_output=True,
+                       timeout=90)
+
+    def stop(self, mode="fast"):
+        subprocess.run(self.asuser + [f"{self.BIN}/pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"],
+                       capture_output=True, timeout=90)
+
+    def url(self, db="postgres"):
+        return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
+
+    def close(self):
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Engine:
     """A jollyjet master with its workers, on a copy of lua/ and policies/
     (plus the test handlers) so tests can edit files freely."""
@@ -178,8 +284,13 @@ class Engine:
             "ACCESS_LOG": "false",
         })
         self.env.pop("REDIS_URL", None)
+        self.env.pop("DATABASE_URL", None)
         if env:
             self.env.update(env)
+        if PG_URL and "DATABASE_URL" not in (env or {}):
+            import hashlib
+            name = "jj_" + hashlib.sha1(self.env["DB_PATH"].encode()).hexdigest()[:16]
+            self.env["DATABASE_URL"] = pg_database(name)
         self.log_path = os.path.join(self.dir, "engine.log")
         self.proc = None
         self.wait_redis = wait_redis

@@ -291,7 +291,8 @@ class Figures:
 
     def __init__(self, test):
         self.test = test
-        self.build = "asan" if sanitized_build() else "release"
+        self.build = ("asan" if sanitized_build() else "release") + \
+            ("+pg" if os.environ.get("JJ_TEST_DATABASE_URL") else "")
         self.rows = []
 
     def add(self, scenario, metric, value, bound="", ok=True):

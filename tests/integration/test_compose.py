@@ -2,9 +2,12 @@
 
 No Docker needed: the files are parsed and checked for what deployment relies
 on (a persistent, password-protected Redis that never evicts keys without a
-TTL, a protected monitoring UI, an engine image that is Debian 12, Debian
-packages only, non-root and health-checked), and every environment variable
-the engine reads must be documented in .env.example and README.md.
+TTL, a protected monitoring UI, a persistent PostgreSQL with its password
+from .env, two engine instances sharing both, an engine image that is
+Debian 12, Debian packages only, non-root and health-checked), and every
+environment variable the engine reads must be documented in .env.example and
+README.md. When docker compose (or Debian's docker-compose) is installed,
+`docker compose config -q` must accept the file too.
 
 Needs PyYAML (Debian's python3-yaml). When the first python3 on PATH has no
 yaml module, the test re-runs itself with /usr/bin/python3."""
@@ -88,13 +91,19 @@ def env_of(service):
     return {k: ("" if v is None else str(v)) for k, v in env.items()}
 
 
+def engines():
+    """The services built from the Dockerfile: the engine instances."""
+    return [n for n, s in compose()["services"].items() if "build" in s]
+
+
 def services_by_role():
     svcs = compose()["services"]
     redis = [n for n, s in svcs.items() if str(s.get("image", "")).startswith("redis:")]
-    engine = [n for n, s in svcs.items() if "build" in s]
+    pg = [n for n, s in svcs.items() if str(s.get("image", "")).startswith("postgres:")]
+    engine = engines()
     assert len(redis) == 1, f"expected one service on a redis image, got {redis}"
-    assert len(engine) == 1, f"expected one service built from the Dockerfile, got {engine}"
-    ui = [n for n in svcs if n not in redis + engine]
+    assert len(engine) >= 1, f"expected a service built from the Dockerfile, got {engine}"
+    ui = [n for n in svcs if n not in redis + engine + pg]
     return svcs, redis[0], engine[0], ui
 
 
@@ -187,7 +196,12 @@ def test_monitoring_ui_is_protected_by_credentials_from_env():
 # ----------------------------------------------------------------- engine
 
 def test_engine_is_built_from_the_dockerfile_with_a_health_check():
-    svcs, r, e, _ = services_by_role()
+    for e in engines():
+        check_engine_build(e)
+
+
+def check_engine_build(e):
+    svcs, r, _, _ = services_by_role()
     s = svcs[e]
     build = s["build"]
     ctx = build if isinstance(build, str) else build.get("context", ".")
@@ -199,7 +213,12 @@ def test_engine_is_built_from_the_dockerfile_with_a_health_check():
 
 
 def test_engine_environment_is_wired_to_redis():
-    svcs, r, e, _ = services_by_role()
+    for e in engines():
+        check_engine_redis(e)
+
+
+def check_engine_redis(e):
+    svcs, r, _, _ = services_by_role()
     env = env_of(svcs[e])
     known = engine_variables()
     unknown = sorted(k for k in env if k not in known)
@@ -211,6 +230,69 @@ def test_engine_environment_is_wired_to_redis():
     else:
         assert env.get("REDIS_HOST") == r, f"REDIS_HOST must be {r}"
         assert COMPOSE_VAR.search(env.get("REDIS_PASSWORD", "")), "REDIS_PASSWORD must come from .env"
+
+
+# ------------------------------------------------------------- postgres
+
+def postgres_service():
+    svcs = compose()["services"]
+    pg = [n for n, s in svcs.items() if str(s.get("image", "")).startswith("postgres:")]
+    assert len(pg) == 1, f"expected one service on a postgres image, got {pg}"
+    return pg[0], svcs[pg[0]]
+
+
+def test_postgres_is_15_on_a_named_volume_with_its_password_from_env():
+    name, s = postgres_service()
+    assert re.match(r"^postgres:15(\.|-|$)", s["image"]), f"postgres image must be 15.x, got {s['image']}"
+    env = env_of(s)
+    assert COMPOSE_VAR.match(env.get("POSTGRES_PASSWORD", "")), \
+        f"POSTGRES_PASSWORD must be ${{VAR}} from .env, got {env.get('POSTGRES_PASSWORD')!r}"
+    named = compose().get("volumes") or {}
+    mounts = [v.partition(":")[::2] if isinstance(v, str) else (v.get("source"), v.get("target"))
+              for v in s.get("volumes") or []]
+    assert any(src in named and tgt.split(":")[0] == "/var/lib/postgresql/data" for src, tgt in mounts), mounts
+    assert "pg_isready" in healthcheck_test(s)
+
+
+def test_two_engine_instances_share_postgres_and_redis():
+    svcs = compose()["services"]
+    pg, pgs = postgres_service()
+    _, r, _, _ = services_by_role()
+    names = engines()
+    assert len(names) >= 2, f"expected two engine instances, got {names}"
+    urls, prefixes, ports = set(), set(), []
+    user, db = env_of(pgs).get("POSTGRES_USER", "postgres"), env_of(pgs).get("POSTGRES_DB")
+    for e in names:
+        env = env_of(svcs[e])
+        url = env.get("DATABASE_URL", "")
+        assert re.match(rf"^postgres(ql)?://{re.escape(user)}:\$\{{POSTGRES_PASSWORD[^}}]*\}}@{re.escape(pg)}(:\d+)?/"
+                        rf"{re.escape(db or user)}(\?|$)", url), f"{e}: DATABASE_URL must point at {pg}, got {url!r}"
+        deps = svcs[e].get("depends_on") or {}
+        assert pg in deps and r in deps, f"{e} must depend on {pg} and {r}"
+        if isinstance(deps, dict):
+            assert deps[pg].get("condition") == "service_healthy", f"{e}: wait for {pg} to be healthy"
+        urls.add(url)
+        prefixes.add(env.get("REDIS_KEY_PREFIX"))
+        ports += [str(p).rsplit(":", 1)[0] for p in svcs[e].get("ports") or []]
+    assert len(urls) == 1 and len(prefixes) == 1, "the instances must share the database and the key prefix"
+    assert len(ports) == len(set(ports)), f"each instance needs its own published port: {ports}"
+
+
+def test_docker_compose_config_accepts_the_file():
+    import shutil
+    import subprocess
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        cmd = [docker, "compose"]
+    elif shutil.which("docker-compose"):   # Debian's docker-compose (v1)
+        cmd = [shutil.which("docker-compose")]
+    else:
+        print("     (neither docker compose nor docker-compose installed: only the YAML checks above ran)")
+        return
+    env = dict(os.environ, REDIS_PASSWORD="x", POSTGRES_PASSWORD="y", REDIS_UI_USER="u", REDIS_UI_PASSWORD="p")
+    out = subprocess.run(cmd + ["-f", os.path.join(SRC, "docker-compose.yml"), "config", "-q"],
+                         capture_output=True, text=True, env=env, cwd=SRC, timeout=60)
+    assert out.returncode == 0, out.stderr
 
 
 def test_every_compose_variable_is_in_env_example():

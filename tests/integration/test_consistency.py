@@ -4,10 +4,9 @@ resolve once; a hot reload leaves one verifier loop per worker."""
 import json
 import os
 import signal
-import sqlite3
 import time
 
-from harness import Engine, Redis, Runner, wait_until
+from harness import Engine, Redis, Runner, db_sql, wait_until
 
 
 def start(redis, policy, workers=2):
@@ -35,10 +34,6 @@ def log_events(e, event):
     return out
 
 
-def db(e):
-    return sqlite3.connect(e.env["DB_PATH"], timeout=10)
-
-
 def test_mismatch_is_detected_repaired_and_logged(r):
     e = start(r, "return { verifier = { interval = 1 }, alerts = { enabled = false } }\n")
     try:
@@ -55,13 +50,10 @@ def test_mismatch_is_detected_repaired_and_logged(r):
         assert m0["lastVerification"]["time"], m0
 
         # change two rows behind the engine's back: p-0002's price and version, p-0003 deleted
-        con = db(e)
-        con.execute("UPDATE products SET price_cents = price_cents + 1234, version = version + 1 WHERE id = 'p-0002'")
-        con.execute("DELETE FROM products WHERE id = 'p-0003'")
-        con.commit()
-        new_cents, new_version = con.execute(
-            "SELECT price_cents, version FROM products WHERE id = 'p-0002'").fetchone()
-        con.close()
+        # (sqlite3 on the file, psql on PostgreSQL: harness.db_sql)
+        db_sql(e, "UPDATE products SET price_cents = price_cents + 1234, version = version + 1 WHERE id = 'p-0002'")
+        db_sql(e, "DELETE FROM products WHERE id = 'p-0003'")
+        new_cents, new_version = db_sql(e, "SELECT price_cents, version FROM products WHERE id = 'p-0002'")[0]
         # the cache still serves the old row until the verifier notices
         assert json.loads(e.get("/api/products/p-0002")[2])["version"] == old["version"]
 

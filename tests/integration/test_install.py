@@ -22,6 +22,8 @@ def clean_env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS}
     env.update({"DB_PATH": os.path.join(WORK, "var", "jj.db"), "PID_FILE": os.path.join(WORK, "var", "jj.pid"),
                 "LOG_LEVEL": "warn"})
+    if harness.PG_URL:   # the PostgreSQL pass: a database of its own
+        env["DATABASE_URL"] = harness.pg_database(f"jj_install_{os.getpid()}")
     env.update(extra)
     return env
 

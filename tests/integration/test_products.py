@@ -6,10 +6,9 @@ import http.client
 import json
 import math
 import re
-import sqlite3
 import threading
 
-from harness import Engine, Redis, Runner
+from harness import Engine, Redis, Runner, db_sql
 
 SID_RE = re.compile(r"^sid=([A-Za-z0-9_-]{43}); Path=/; HttpOnly; SameSite=Lax$")
 PRODUCT_KEYS = ["id", "name", "description", "price", "stock", "category", "images", "isActive",
@@ -37,12 +36,10 @@ def jreq(e, method, path, body=None, headers=None):
     return status, hdrs, (json.loads(data) if data else None)
 
 
-def db_count(e, where="1", *params):
-    con = sqlite3.connect(f"file:{e.env['DB_PATH']}?mode=ro", uri=True, timeout=5)
-    try:
-        return con.execute(f"SELECT count(*) FROM products WHERE {where}", params).fetchone()[0]
-    finally:
-        con.close()
+def db_count(e, where="1 = 1", *params):
+    if e.env.get("DATABASE_URL"):   # SQLite's LIKE ignores ASCII case, PostgreSQL's ILIKE does
+        where = where.replace(" LIKE ", " ILIKE ")
+    return db_sql(e, f"SELECT count(*) FROM products WHERE {where}", params)[0][0]
 
 
 def expect_error(resp, status, code):

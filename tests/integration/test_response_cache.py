@@ -6,10 +6,9 @@ reload, and an invalid policy rejected with file:line in /health."""
 import http.client
 import json
 import os
-import sqlite3
 import time
 
-from harness import Engine, Redis, Runner, wait_until
+from harness import Engine, Redis, Runner, db_sql, wait_until
 
 
 def req(e, method, path, body=None, headers=None):
@@ -137,12 +136,7 @@ def test_no_cache_bypasses_and_replaces_the_entry(e):
     st, h, b = get(e, path)
     assert h["x-cache"] == "HIT" and b"Before Lamp" in b
     # change the row behind the engine's back: nothing is invalidated
-    con = sqlite3.connect(e.env["DB_PATH"], timeout=5)
-    try:
-        con.execute("UPDATE products SET name = 'After Lamp' WHERE id = ?", (p["id"],))
-        con.commit()
-    finally:
-        con.close()
+    db_sql(e, "UPDATE products SET name = 'After Lamp' WHERE id = ?", (p["id"],))
     st, h, b = get(e, path)
     assert h["x-cache"] == "HIT" and b"Before Lamp" in b, h
     st, h, b = get(e, path, {"Cache-Control": "no-cache"})

@@ -12,7 +12,7 @@ import os
 import sys
 import textwrap
 
-COLS = [("build", 7), ("test", 18), ("scenario", 34), ("metric", 44), ("value", 18), ("bound", 30), ("result", 6)]
+COLS = [("build", 10), ("test", 18), ("scenario", 34), ("metric", 44), ("value", 18), ("bound", 30), ("result", 6)]
 
 
 def rows_of(d):

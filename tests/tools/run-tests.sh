@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# make test: install, build (normal and ASan+UBSan), start a redis-server on a
-# free loopback port, run every test through ctest in both builds, stop it.
+# make test: install, build (normal and ASan+UBSan), start a redis-server and
+# a throwaway PostgreSQL 15 cluster on free loopback ports, run every test
+# through ctest in both builds (SQLite), then the integration tests and the
+# specs again on PostgreSQL (normal build), stop both.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -18,7 +20,14 @@ tmp=$(mktemp -d /tmp/jj-test.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
   --dir "$tmp" --pidfile "$tmp/redis.pid" --logfile "$tmp/redis.log"
+pgbin=/usr/lib/postgresql/15/bin
+pgdir=$(mktemp -d /tmp/jj-pg.XXXXXX)
+pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+asuser=()   # initdb refuses root: the cluster belongs to postgres (created by the postgresql-15 package)
+if [ "$(id -u)" = 0 ]; then chown postgres: "$pgdir"; asuser=(runuser -u postgres --); fi
 cleanup() {
+  "${asuser[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$pgdir"
   [ -f "$tmp/redis.pid" ] && kill "$(cat "$tmp/redis.pid")" 2>/dev/null || true
   sleep 0.2
   rm -rf "$tmp"
@@ -29,6 +38,11 @@ export JJ_TEST_REDIS_PORT=$port
 # fault tests write their figures here; one table of them ends the run
 export JJ_FIGURES_DIR=$root/build/figures
 rm -rf "$JJ_FIGURES_DIR" && mkdir -p "$JJ_FIGURES_DIR"
+# durability off: the cluster is thrown away; unix socket only in its own dir
+"${asuser[@]}" "$pgbin/initdb" -D "$pgdir/data" -U postgres -A trust -E UTF8 --no-locale >"$pgdir/initdb.log"
+"${asuser[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w -t 60 -o "-c listen_addresses=127.0.0.1 \
+  -p $pgport -k $pgdir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" start >/dev/null
+export JJ_TEST_PG_URL="postgres://postgres@127.0.0.1:$pgport/postgres"   # unit.test_db_pg, every pass
 
 status=0
 echo "== ctest (build)"
@@ -38,5 +52,8 @@ if [ "${JJ_SKIP_ASAN:-0}" != 1 ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -LE valgrind ${CTEST_ARGS:-} || status=1
 fi
+echo "== ctest (build, PostgreSQL $pgport: integration tests and specs with DATABASE_URL)"
+JJ_TEST_DATABASE_URL=$JJ_TEST_PG_URL ctest --test-dir build --output-on-failure -L 'integration|spec' \
+  ${CTEST_ARGS:-} || status=1
 python3 tests/tools/figures.py "$JJ_FIGURES_DIR" || true
 exit $status

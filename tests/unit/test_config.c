@@ -61,6 +61,30 @@ int main(void) {
     CHECK(strstr(err, "between 1 and 65535") != NULL);
     CHECK_INT(load(&c, err, "WORKERS", "0", NULL, NULL), -1);
     CHECK(strncmp(err, "WORKERS:", 8) == 0);
+    /* DATABASE_URL: unset keeps SQLite; a postgres URL is checked without
+     * connecting, and an error never echoes it (it may hold a password) */
+    CHECK_INT(load(&c, err, NULL, NULL, NULL, NULL), 0);
+    CHECK_STR(c.db_url, "");
+    CHECK_INT(c.db_pool_size, 2);
+    CHECK_STR(JJ_CONFIG_DB_TARGET(&c), "var/jollyjet.db");
+    CHECK_INT(load(&c, err, "DATABASE_URL", "postgres://app:s3cret@db.local:5433/shop?sslmode=require",
+                   "DB_POOL_SIZE", "4"), 0);
+    CHECK_STR(JJ_CONFIG_DB_TARGET(&c), "postgres://app:s3cret@db.local:5433/shop?sslmode=require");
+    CHECK_STR(JJ_CONFIG_DB_VAR(&c), "DATABASE_URL");
+    CHECK_INT(c.db_pool_size, 4);
+    CHECK_INT(load(&c, err, "DATABASE_URL", "postgresql://db.local/shop", NULL, NULL), 0);
+    CHECK_INT(load(&c, err, "DATABASE_URL", "mysql://app:s3cret@db/shop", NULL, NULL), -1);
+    CHECK(strncmp(err, "DATABASE_URL:", 13) == 0 && strstr(err, "postgres://") && !strstr(err, "s3cret"));
+    CHECK_INT(load(&c, err, "DATABASE_URL", "postgres://app:s3cret@db/shop?sslmode=maybe", NULL, NULL), -1);
+    CHECK(strncmp(err, "DATABASE_URL:", 13) == 0 && strstr(err, "sslmode") && !strstr(err, "s3cret"));
+    CHECK_INT(load(&c, err, "DATABASE_URL", "postgres://app:s3cret@db:70000/shop", NULL, NULL), -1);
+    CHECK(strncmp(err, "DATABASE_URL:", 13) == 0 && strstr(err, "port"));
+    CHECK_INT(load(&c, err, "DATABASE_URL", "postgres://db/shop?bogus=1", NULL, NULL), -1);
+    CHECK(strncmp(err, "DATABASE_URL:", 13) == 0 && strstr(err, "bogus"));
+    CHECK_INT(load(&c, err, "DB_POOL_SIZE", "0", NULL, NULL), -1);
+    CHECK(strncmp(err, "DB_POOL_SIZE:", 13) == 0);
+    CHECK_INT(load(&c, err, "DB_POOL_SIZE", "65", NULL, NULL), -1);
+
     CHECK_INT(load(&c, err, "REDIS_URL", "http://x", NULL, NULL), -1);
     CHECK(strncmp(err, "REDIS_URL:", 10) == 0);
     CHECK_INT(load(&c, err, "REDIS_URL", "redis://host:0", NULL, NULL), -1);
