@@ -290,7 +290,9 @@ def test_l1_size_and_evictions(e):
         items = {l["worker"]: v for _, l, v in fams.get("jollyjet_l1_items", {"samples": []})["samples"]
                  if l.get("ns") == "product"}
         ev = value(fams, "jollyjet_l1_evictions_total", ns="product")
-        return (fams, items) if len(items) == 2 and ev > 0 else None
+        # each worker publishes its gauges on its own turn: wait for both to
+        # show the items of this test, not an earlier 0
+        return (fams, items) if len(items) == 2 and all(v > 0 for v in items.values()) and ev > 0 else None
     fams, items = wait_until(l1_published, 5, 0.2, "L1 gauges of both workers and evictions")
     assert all(0 < v <= 3 for v in items.values()), items
     nbytes = {l["worker"]: v for _, l, v in fams["jollyjet_l1_bytes"]["samples"] if l.get("ns") == "product"}
