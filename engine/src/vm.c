@@ -29,7 +29,17 @@ struct jj_gen {
     jj_task *running;      /* task being resumed right now */
     long load_instr, load_limit;
     jj_fast_table *fast;   /* engine.fastpath routes, or NULL */
+    /* Tasks whose coroutine returned normally, kept for the next request:
+     * a coroutine (and its stack and CallInfo list) costs a few hundred
+     * instructions and a GC share to build. Each keeps its registry ref;
+     * none holds a reference on the generation. */
+    jj_task **pool;
+    int npool, pool_cap;
 };
+
+/* Coroutines kept per generation: enough for the requests a worker has
+ * in flight at once; past that, finished ones are left to the GC. */
+#define POOL_MAX 256
 
 struct jj_task {
     jj_gen *gen;
@@ -80,6 +90,8 @@ static void *gen_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 
 static void gen_close(jj_gen *g) {
     if (g->L) lua_close(g->L);
+    for (int i = 0; i < g->npool; i++) free(g->pool[i]);
+    free(g->pool);
     jj_fast_table_free(g->fast);
     free(g);
 }
@@ -204,7 +216,18 @@ static int new_thread(lua_State *L) {
 }
 
 jj_task *jj_task_new(jj_gen *g, jj_task_done *done, void *ud) {
-    jj_task *t = calloc(1, sizeof *t);
+    jj_task *t;
+    if (g->npool > 0) {   /* a coroutine that ended normally: reset, hook still set */
+        t = g->pool[--g->npool];
+        t->instr = 0;
+        t->limit = jj_engine_config(g->engine)->instruction_limit;
+        g->refs++;
+        t->done = done;
+        t->ud = ud;
+        live_tasks++;
+        return t;
+    }
+    t = calloc(1, sizeof *t);
     if (!t) return NULL;
     lua_State *L = g->L;
     lua_pushcfunction(L, new_thread);
@@ -240,6 +263,23 @@ static int traceback(lua_State *L) {
     return 1;
 }
 
+/* Keeps t (its coroutine emptied) for jj_task_new; 0 if the pool is full. */
+static int pool_put(jj_gen *g, jj_task *t) {
+    if (g->npool == g->pool_cap) {
+        if (g->pool_cap >= POOL_MAX) return 0;
+        int cap = g->pool_cap ? g->pool_cap * 2 : 16;
+        jj_task **p = realloc(g->pool, (size_t)cap * sizeof *p);
+        if (!p) return 0;
+        g->pool = p;
+        g->pool_cap = cap;
+    }
+    lua_settop(t->co, 0);
+    t->done = NULL;
+    t->ud = NULL;
+    g->pool[g->npool++] = t;
+    return 1;
+}
+
 static void task_finish(jj_task *t, int status, int nres) {
     jj_gen *g = t->gen;
     lua_State *L = g->L;
@@ -261,8 +301,14 @@ static void task_finish(jj_task *t, int status, int nres) {
         /* Close pending to-be-closed variables of the dead coroutine. */
         lua_resetthread(t->co);
     }
-    luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
     live_tasks--;
+    /* Only a coroutine that returned normally is reused (an errored or
+     * killed one may have been left in any state). */
+    if (status == LUA_OK && !t->killed && !t->wait && lua_status(t->co) == LUA_OK && pool_put(g, t)) {
+        gen_unref(g);
+        return;
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
     free(t);
     gen_unref(g);
 }
