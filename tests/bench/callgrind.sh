@@ -76,14 +76,6 @@ run_once() {
   [ -n "$CG_TOTAL" ] || die "$name: no summary in $CG_FILE"
 }
 
-# per_function yes|no FILE: "count function" lines of callgrind_annotate
-# (inclusive or self).
-per_function() {
-  callgrind_annotate --inclusive="$1" --threshold=100 "$2" 2>/dev/null | grep -E '^ *[0-9,]+ ' \
-    | grep -v -e 'PROGRAM TOTALS' -e ' => ' \
-    | awk '{ c=$1; gsub(",", "", c); $1=""; sub(/ \([0-9.]+%\)/, ""); print c, $0 }'
-}
-
 # measure NAME POLICY_DIR PATH...: two runs (SMALL and SMALL + REQUESTS
 # requests); the difference over REQUESTS is the cost of one request, with
 # start-up and shutdown cancelled out. Prints it, and per function.
@@ -95,14 +87,10 @@ measure() {
   printf '%-6s %8d instructions/request  (%s - %s over %s requests)\n' "$name" $(((b - a) / REQUESTS)) "$b" "$a" "$REQUESTS"
   if [ "${BENCH_CG_DETAIL:-1}" = 1 ]; then
     # per function: (count in the long run - in the short run) / REQUESTS
-    local mode
-    for mode in no yes; do
-      [ "$mode" = no ] && echo "   per request, self:" || echo "   per request, inclusive:"
-      join -t $'\t' -j 1 <(per_function "$mode" "$fb" | awk '{c=$1; $1=""; print $0 "\t" c}' | sort -t $'\t' -k1,1) \
-                        <(per_function "$mode" "$fa" | awk '{c=$1; $1=""; print $0 "\t" c}' | sort -t $'\t' -k1,1) \
-        | awk -F '\t' -v n="$REQUESTS" '{ d = ($2 - $3) / n; if (d >= 40) printf "%10.0f %s\n", d, $1 }' \
-        | sed -e 's|/work/[^ ]*/build/||' -e "s|$SRC/||" | sort -rn | head -n "${BENCH_CG_TOP:-40}"
-    done
+    echo "   per request, self:"
+    python3 "$HERE/cgdiff.py" no "$fa" "$fb" "$REQUESTS" "${BENCH_CG_TOP:-40}"
+    echo "   per request, inclusive:"
+    python3 "$HERE/cgdiff.py" yes "$fa" "$fb" "$REQUESTS" "${BENCH_CG_TOP:-40}"
   fi
   if [ "${BENCH_CG_KEEP:-0}" = 1 ]; then
     mkdir -p "$OUT_DIR"; cp "$fb" "$OUT_DIR/callgrind-$name.out"; log "kept $OUT_DIR/callgrind-$name.out"
