@@ -17,6 +17,8 @@
 /* One run: the sink, and what the error log needs (the request's buffers
  * may be gone by the time a handler fails; copied raw, escaped only when an
  * error is logged). */
+static const jj_host_sink conn_sink;
+
 struct jj_host_call {
     const jj_host_sink *sink;   /* NULL once cancelled */
     void *ud;
@@ -204,21 +206,10 @@ static int entry(lua_State *L) {
     return entry_k(L, LUA_OK, 0);
 }
 
-/* The header rules of every sink: a token name, a value without CR, LF or
- * NUL (a handler must not be able to split a response). */
-static int header_ok(const char *name, size_t nlen, const char *v, size_t vlen) {
-    if (nlen == 0) return 0;
-    for (size_t i = 0; i < nlen; i++) {
-        unsigned char ch = (unsigned char)name[i];
-        if (ch <= 32 || ch >= 127 || strchr("()<>@,;:\\\"/[]?={}", ch)) return 0;
-    }
-    for (size_t i = 0; i < vlen; i++)
-        if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') return 0;
-    return 1;
-}
-
+/* The header rules of every sink (jj_http_header_ok); the socket sink's
+ * jj_http_response_header checks them itself. */
 static int emit(jj_host_call *h, const char *name, size_t nlen, const char *v, size_t vlen) {
-    if (!header_ok(name, nlen, v, vlen)) return -1;
+    if (h->sink != &conn_sink && !jj_http_header_ok(name, nlen, v, vlen)) return -1;
     if (jj_http_is_framing_header(name, nlen)) return 0;   /* the host frames the message */
     return h->sink->header(h->ud, name, nlen, v, vlen);
 }
