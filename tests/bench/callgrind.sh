@@ -53,8 +53,8 @@ run_once() {
     cd "$SRC"
     exec env -u REDIS_URL PORT="$port" HOST=127.0.0.1 WORKERS=1 \
       REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT" REDIS_KEY_PREFIX="cg$name:" \
-      DB_PATH="$TMP/var/$name.db" LUA_DIR="$TMP/lua" POLICY_DIR="$pol" \
-      MIGRATIONS_DIR="$SRC/engine/migrations" PID_FILE="$TMP/var/$name.pid" \
+      DB_PATH="$TMP/var/$name-$n.db" LUA_DIR="$TMP/lua" POLICY_DIR="$pol" \
+      MIGRATIONS_DIR="$SRC/engine/migrations" PID_FILE="$TMP/var/$name-$n.pid" \
       LOG_LEVEL=warn RATELIMIT_ENABLED=false ACCESS_LOG=false SHUTDOWN_GRACE=2 \
       valgrind --tool=callgrind --callgrind-out-file="$out.%p" --dump-instr=no \
       "$BIN" serve

@@ -15,7 +15,7 @@ def counts(mode, path):
     res = {}
     for line in out.splitlines():
         m = LINE.match(line)
-        if not m or "PROGRAM TOTALS" in line or "=>" in line:
+        if not m or "PROGRAM TOTALS" in line or "=>" in line or "events annotated" in line:
             continue
         name = re.sub(r"\s+", " ", m.group(2)).strip()
         name = re.sub(r"\[/\S*/(build|wt-[^/]*)/[^\]]*\]", "[jollyjet]", name)
@@ -31,6 +31,9 @@ def main():
     for d, k in reversed(rows[-top:]):
         if d >= 20:
             print(f"{d:10.0f}  {k}")
+    neg = [(d, k) for d, k in rows[:5] if d <= -20]
+    if neg:
+        print("   (fewer in the long run: " + "; ".join(f"{d:.0f} {k}" for d, k in neg) + ")")
 
 
 if __name__ == "__main__":
