@@ -11,9 +11,14 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 
 /* Instructions between two count-hook calls: small enough to stop a runaway
  * loop quickly, large enough to cost nothing measurable. */
@@ -108,6 +113,8 @@ int jj_gen_entry_ref(const jj_gen *g) { return g->entry_ref; }
 jj_fast_table *jj_gen_fast_table(jj_gen *g) { return g->fast; }
 void jj_gen_set_fast_table(jj_gen *g, jj_fast_table *t) { g->fast = t; }
 
+static void wrap_coroutine_lib(lua_State *L);
+
 /* [-0, +0, e] Runs inside lua_pcall on a fresh VM: libraries, module path,
  * preloads, then (for an app generation) jollyjet.app. */
 static int gen_init(lua_State *L) {
@@ -115,6 +122,7 @@ static int gen_init(lua_State *L) {
     const jj_config *cfg = jj_engine_config(g->engine);
     int kind = (int)lua_tointeger(L, 1);
     luaL_openlibs(L);
+    wrap_coroutine_lib(L);
 
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
@@ -191,6 +199,90 @@ jj_gen *jj_gen_new(jj_engine *e, int kind, unsigned number, char *err, size_t er
     return g;
 }
 
+/* ------------------------------------------------------------ watchdog */
+
+/* The instruction budget is counted by a count hook, but a Lua state with
+ * any hook set runs every VM instruction through the hook dispatcher (a
+ * fifth of a short request's cost). So on the thread that first runs a
+ * task, a task starts without the hook, and a CPU-time timer of that
+ * thread (WATCH_TICK_NS of its CPU time) sets it, from a signal handler
+ * (lua_sethook is safe there), on a task that has been running for a whole
+ * tick: a runaway loop is still counted and stopped, a request that ends
+ * within a tick never pays for the hook. (So the budget counts from the
+ * first tick of a resume on; a task whose every resume is shorter than a
+ * tick is bounded by its I/O timeouts instead.) Coroutines a task creates
+ * get the hook at once (coroutine.create / wrap are wrapped in gen_init),
+ * since the signal only reaches the task's own coroutine. Other threads,
+ * or if the timer cannot be made: the hook from the start, as before. */
+#define WATCH_TICK_NS 2000000L
+#define WATCH_SIGNAL (SIGRTMIN + 5)
+
+static int watch_state;                   /* 0 not set up, 1 active, -1 unavailable */
+static pthread_t watch_thread;
+static lua_State *volatile watch_co;      /* the task coroutine being resumed */
+static volatile unsigned long watch_seq;  /* bumped on each resume */
+
+static void count_hook(lua_State *L, lua_Debug *ar);
+
+static void on_watch_tick(int sig) {
+    (void)sig;
+    static unsigned long seen;
+    lua_State *co = watch_co;
+    unsigned long seq = watch_seq;
+    if (co && seq == seen) lua_sethook(co, count_hook, LUA_MASKCOUNT, HOOK_STEP);
+    seen = seq;
+}
+
+static void watch_forked(void) { watch_state = 0; }   /* timers do not survive fork */
+
+/* 1 when tasks of this thread may start without the hook. */
+static int watch_ready(void) {
+    if (watch_state == 1) return pthread_equal(pthread_self(), watch_thread);
+    if (watch_state == -1) return 0;
+    static int atfork;
+    if (!atfork) { pthread_atfork(NULL, NULL, watch_forked); atfork = 1; }
+    watch_state = -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_watch_tick;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(WATCH_SIGNAL, &sa, NULL) != 0) return 0;
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = WATCH_SIGNAL;
+    sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+    timer_t timer;
+    if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &timer) != 0) return 0;
+    struct itimerspec its = {{0, WATCH_TICK_NS}, {0, WATCH_TICK_NS}};
+    if (timer_settime(timer, 0, &its, NULL) != 0) { timer_delete(timer); return 0; }
+    watch_thread = pthread_self();
+    watch_state = 1;
+    return 1;
+}
+
+/* [-0, +1, e] coroutine.create / coroutine.wrap (upvalue 1) with the
+ * count hook set on the caller first, so that the new coroutine inherits it. */
+static int hooked_create(lua_State *L) {
+    if (!lua_gethook(L)) lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_STEP);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static void wrap_coroutine_lib(lua_State *L) {
+    static const char *const names[] = {"create", "wrap"};
+    lua_getglobal(L, "coroutine");
+    for (int i = 0; i < 2; i++) {
+        lua_getfield(L, -1, names[i]);
+        lua_pushcclosure(L, hooked_create, 1);
+        lua_setfield(L, -2, names[i]);
+    }
+    lua_pop(L, 1);
+}
+
 /* --------------------------------------------------------------- tasks */
 
 static void count_hook(lua_State *L, lua_Debug *ar) {
@@ -202,8 +294,11 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
     t->killed = 1;
     /* Yielding out of the hook cannot be caught by the handler's pcall, so a
      * runaway loop wrapped in pcall still ends; where a yield is impossible
-     * (inside a C boundary) raise instead, and again at the next step. */
-    if (L == t->co && lua_isyieldable(L)) {
+     * (inside a C boundary) raise instead, and again at the next step. In a
+     * coroutine of the handler's own the yield goes to its resumer, in the
+     * task, whose own hook then ends the task (a pcall in that coroutine
+     * would catch a raise, again and again). */
+    if (lua_isyieldable(L)) {
         lua_yield(L, 0);   /* in a hook this returns; Lua yields after the hook */
         return;
     }
@@ -217,7 +312,7 @@ static int new_thread(lua_State *L) {
 
 jj_task *jj_task_new(jj_gen *g, jj_task_done *done, void *ud) {
     jj_task *t;
-    if (g->npool > 0) {   /* a coroutine that ended normally: reset, hook still set */
+    if (g->npool > 0) {   /* a coroutine that ended normally (hook as jj_task_new left it) */
         t = g->pool[--g->npool];
         t->instr = 0;
         t->limit = jj_engine_config(g->engine)->instruction_limit;
@@ -243,7 +338,7 @@ jj_task *jj_task_new(jj_gen *g, jj_task_done *done, void *ud) {
     t->done = done;
     t->ud = ud;
     t->limit = jj_engine_config(g->engine)->instruction_limit;
-    lua_sethook(t->co, count_hook, LUA_MASKCOUNT, HOOK_STEP);
+    if (!watch_ready()) lua_sethook(t->co, count_hook, LUA_MASKCOUNT, HOOK_STEP);
     live_tasks++;
     return t;
 }
@@ -274,6 +369,7 @@ static int pool_put(jj_gen *g, jj_task *t) {
         g->pool_cap = cap;
     }
     lua_settop(t->co, 0);
+    if (watch_ready()) lua_sethook(t->co, NULL, 0, 0);   /* the watchdog may have set it */
     t->done = NULL;
     t->ud = NULL;
     g->pool[g->npool++] = t;
@@ -318,7 +414,12 @@ static void task_resume(jj_task *t, int nargs) {
     jj_task *prev = g->running;
     int nres = 0;
     g->running = t;
+    lua_State *prev_co = watch_co;
+    watch_seq++;
+    watch_co = t->co;
     int st = lua_resume(t->co, NULL, nargs, &nres);
+    watch_co = prev_co;
+    watch_seq++;
     g->running = prev;
     if (st == LUA_YIELD) {
         if (t->killed) { task_finish(t, JJ_TASK_KILLED, 0); return; }
@@ -328,7 +429,11 @@ static void task_resume(jj_task *t, int nargs) {
         task_finish(t, LUA_ERRRUN, 0);
         return;
     }
-    if (st == LUA_OK) { task_finish(t, LUA_OK, nres); return; }
+    if (st == LUA_OK) {   /* killed: the budget ran out in a coroutine of its own, which yielded */
+        if (t->killed) task_finish(t, JJ_TASK_KILLED, 0);
+        else task_finish(t, LUA_OK, nres);
+        return;
+    }
     task_finish(t, t->killed ? JJ_TASK_KILLED : st, 0);
 }
 
