@@ -8,7 +8,7 @@ pkgs=(build-essential cmake pkg-config lua5.4 liblua5.4-dev libhiredis-dev libev
 case "$what" in
   run) ;;
   test) pkgs+=(lua-busted python3 python3-yaml curl valgrind clang lua-check chromium) ;;   # chromium: the dashboard test
-  bench) pkgs+=(lua-busted python3 nginx-light wrk) ;;
+  bench) pkgs+=(lua-busted python3 nginx-light libnginx-mod-http-lua wrk valgrind) ;;   # valgrind: callgrind.sh
   *) echo "deps.sh: unknown set '$what' (run|test|bench)" >&2; exit 2 ;;
 esac
 missing=()
