@@ -30,13 +30,15 @@ cp -R "$SRC/lua" "$TMP/lua"
 cp -R "$SRC/policies" "$TMP/policies"
 cp "$HERE/handlers/bench.lua" "$TMP/lua/handlers/bench.lua"
 cp -R "$SRC/policies" "$TMP/policies-l1"
-python3 - "$TMP/policies-l1/cache.lua" <<'EOF'
-import re, sys
-p = sys.argv[1]
-s = open(p).read()
-i = s.rstrip().rfind("}")
-s = s[:i] + ',\n  namespaces = { product = { consistency = "bounded", max_lag_ms = 1000 } },\n}\n'
-open(p, "w").write(s)
+python3 - "$TMP/policies-l1/cache.lua" <<'EOF' || die "cannot edit the copy of policies/cache.lua"
+import sys
+path = sys.argv[1]
+src = open(path, encoding="utf-8").read()
+end = src.rstrip().rfind("}")
+head = src[:end].rstrip()
+sep = "" if head.endswith((",", ";", "{")) else ","
+open(path, "w", encoding="utf-8").write(
+    head + sep + '\n  namespaces = { product = { consistency = "bounded", max_lag_ms = 1000 } },\n' + src[end:])
 EOF
 read -r redis_port port < <(free_ports 2)
 start_redis "$redis_port"
@@ -52,7 +54,7 @@ run_once() {
   (
     cd "$SRC"
     exec env -u REDIS_URL PORT="$port" HOST=127.0.0.1 WORKERS=1 \
-      REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT" REDIS_KEY_PREFIX="cg$name:" \
+      REDIS_HOST=127.0.0.1 REDIS_PORT="$REDIS_PORT" REDIS_KEY_PREFIX="cg$name$n:" \
       DB_PATH="$TMP/var/$name-$n.db" LUA_DIR="$TMP/lua" POLICY_DIR="$pol" \
       MIGRATIONS_DIR="$SRC/engine/migrations" PID_FILE="$TMP/var/$name-$n.pid" \
       LOG_LEVEL=warn RATELIMIT_ENABLED=false ACCESS_LOG=false SHUTDOWN_GRACE=2 \
