@@ -138,6 +138,15 @@ def main():
                                    "met": met, "p99_ms": e["p99_ms"], "nginx_p99_ms": s["p99_ms"],
                                    "p99_no_worse": p99_ok})
 
+    # CPU per request moves far less with the machine's other load than req/s
+    print("cpu per request, nginx static / side (server alone; > 1: the side spends less CPU per request):")
+    for label, row, side, _ in ROWS:
+        vals = []
+        for w in ws:
+            e, s = figs.get((w, row, side)), figs.get((w, row, "static"))
+            vals.append(f"{w}w {s['cpu_us'] / e['cpu_us']:.2f}" if e and s and e["cpu_us"] else f"{w}w n/a")
+        print(f"   {label}: " + ", ".join(vals))
+
     if a.metrics_dir:   # the L1 engine served from L1, the shipped one from Redis
         for w in ws:
             for name, want_l1 in (("l1", True), ("redis", False)):
