@@ -9,7 +9,7 @@ case "$what" in
   run) ;;
   test) pkgs+=(lua-busted python3 python3-yaml curl valgrind clang lua-check chromium   # chromium: the dashboard test
               postgresql-15) ;;   # initdb/pg_ctl/psql: the PostgreSQL pass (run-tests.sh)
-  bench) pkgs+=(lua-busted python3 nginx-light wrk) ;;
+  bench) pkgs+=(lua-busted python3 nginx-light libnginx-mod-http-lua wrk valgrind) ;;   # valgrind: callgrind.sh
   *) echo "deps.sh: unknown set '$what' (run|test|bench)" >&2; exit 2 ;;
 esac
 missing=()

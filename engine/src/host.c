@@ -8,6 +8,7 @@
 #include "vm.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,12 +17,16 @@
 /* One run: the sink, and what the error log needs (the request's buffers
  * may be gone by the time a handler fails; copied raw, escaped only when an
  * error is logged). */
+static const jj_host_sink conn_sink;
+
 struct jj_host_call {
     const jj_host_sink *sink;   /* NULL once cancelled */
     void *ud;
     int *finished;              /* set while jj_host_run runs the first resume */
-    char request_id[24];
+    const jj_http_exchange *x;  /* during the first resume; then the copies below */
+    jj_host_call *next_free;
     int route_id;               /* jj_host_set_route; 0: unmatched */
+    char request_id[24];        /* from here on: copied by keep_request */
     unsigned char method_len, path_len;
     char method[16];
     char path[255];
@@ -51,28 +56,9 @@ static void push_lower(lua_State *L, const char *s, size_t n) {
     lua_pushlstring(L, buf, n);
 }
 
-/* [-1, +1, m] Builds the request table from the exchange (a light userdata
- * valid only during the first resume). */
-static void push_request(lua_State *L, const jj_http_exchange *x) {
-    const jj_http_request *r = x->req;
-    lua_createtable(L, 0, 10);
-    lua_pushlstring(L, r->method, r->method_len);
-    lua_setfield(L, -2, "method");
-    lua_pushlstring(L, r->target, r->target_len);
-    lua_setfield(L, -2, "target");
-    lua_pushlstring(L, r->path, r->path_len);
-    lua_setfield(L, -2, "path");
-    if (r->query) lua_pushlstring(L, r->query, r->query_len);
-    else lua_pushliteral(L, "");
-    lua_setfield(L, -2, "query");
-    lua_pushstring(L, r->minor_version ? "1.1" : "1.0");
-    lua_setfield(L, -2, "http_version");
-    lua_pushlstring(L, x->body, x->body_len);
-    lua_setfield(L, -2, "body");
-    lua_pushstring(L, x->peer);
-    lua_setfield(L, -2, "remote_addr");
-    lua_pushstring(L, x->request_id);
-    lua_setfield(L, -2, "id");
+/* [-0, +1, m] the headers table: lowercased names, repeated ones joined
+ * with ", ". */
+static void push_headers(lua_State *L, const jj_http_request *r) {
     lua_createtable(L, 0, (int)r->nheaders);
     for (size_t i = 0; i < r->nheaders; i++) {
         const jj_http_header *h = &r->headers[i];
@@ -88,7 +74,104 @@ static void push_request(lua_State *L, const jj_http_exchange *x) {
         }
         lua_rawset(L, -3);
     }
-    lua_setfield(L, -2, "headers");
+}
+
+/* The request table is built lazily: method, path and query (which the
+ * router needs on every request) are set when it is made; the other fields
+ * of README "Lua API" are made when a handler first reads them, from the
+ * exchange, through the metatable's __index. The exchange lives only
+ * during the first resume: if the task suspends, every field not read yet
+ * is made then (materialize), before the request's buffers can move; once
+ * the task has returned, an unread field of a request table a handler kept
+ * reads as nil. One lazy request at a time: the first resume of a task
+ * cannot start another request's. */
+static struct {
+    const void *table;              /* lua_topointer of the request table */
+    const jj_http_exchange *x;
+} lazy;
+static const char lazy_key = 0;     /* registry[&lazy_key]: the lazy request table */
+static const char req_mt_key = 0;   /* registry[&req_mt_key]: its metatable */
+
+enum { F_NONE, F_TARGET, F_VERSION, F_BODY, F_REMOTE, F_ID, F_HEADERS };
+static const char *const lazy_names[] = {NULL, "target", "http_version", "body", "remote_addr", "id", "headers"};
+
+static int lazy_field(const char *k, size_t n) {
+    int f;
+    switch (n) {   /* the lazy names have distinct lengths */
+    case 6: f = F_TARGET; break;
+    case 12: f = F_VERSION; break;
+    case 4: f = F_BODY; break;
+    case 11: f = F_REMOTE; break;
+    case 2: f = F_ID; break;
+    case 7: f = F_HEADERS; break;
+    default: return F_NONE;
+    }
+    return memcmp(k, lazy_names[f], n) == 0 ? f : F_NONE;
+}
+
+/* [-0, +1, m] field f of the exchange */
+static void push_field(lua_State *L, const jj_http_exchange *x, int f) {
+    const jj_http_request *r = x->req;
+    switch (f) {
+    case F_TARGET: lua_pushlstring(L, r->target, r->target_len); break;
+    case F_VERSION: lua_pushstring(L, r->minor_version ? "1.1" : "1.0"); break;
+    case F_BODY: lua_pushlstring(L, x->body, x->body_len); break;
+    case F_REMOTE: lua_pushstring(L, x->peer); break;
+    case F_ID: lua_pushstring(L, x->request_id); break;
+    default: push_headers(L, r); break;
+    }
+}
+
+/* __index(req, k): [-0, +1, m] a lazy field, made once and stored in req. */
+static int req_index(lua_State *L) {
+    if (lua_topointer(L, 1) != lazy.table || !lazy.x || lua_type(L, 2) != LUA_TSTRING) return 0;
+    size_t n;
+    const char *k = lua_tolstring(L, 2, &n);
+    int f = lazy_field(k, n);
+    if (f == F_NONE) return 0;
+    push_field(L, lazy.x, f);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+}
+
+/* [-0, +0, e] lua_pcall'd on the main thread when the task suspends:
+ * every lazy field the handler has not read yet. */
+static int materialize(lua_State *L) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &lazy_key) != LUA_TTABLE) return 0;
+    for (int f = F_TARGET; f <= F_HEADERS; f++) {   /* __index makes what is missing */
+        lua_getfield(L, -1, lazy_names[f]);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+/* [-1, +1, m] Builds the request table from the exchange (valid only
+ * during the first resume; see lazy above). */
+static void push_request(lua_State *L, const jj_http_exchange *x) {
+    const jj_http_request *r = x->req;
+    lua_createtable(L, 0, 12);
+    lua_pushlstring(L, r->method, r->method_len);
+    lua_setfield(L, -2, "method");
+    lua_pushlstring(L, r->path, r->path_len);
+    lua_setfield(L, -2, "path");
+    if (r->query) lua_pushlstring(L, r->query, r->query_len);
+    else lua_pushliteral(L, "");
+    lua_setfield(L, -2, "query");
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &req_mt_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, req_index);
+        lua_setfield(L, -2, "__index");
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &req_mt_key);
+    }
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &lazy_key);
+    lazy.table = lua_topointer(L, -1);
+    lazy.x = x;
 }
 
 static int entry_k(lua_State *L, int status, lua_KContext ctx) {
@@ -123,21 +206,10 @@ static int entry(lua_State *L) {
     return entry_k(L, LUA_OK, 0);
 }
 
-/* The header rules of every sink: a token name, a value without CR, LF or
- * NUL (a handler must not be able to split a response). */
-static int header_ok(const char *name, size_t nlen, const char *v, size_t vlen) {
-    if (nlen == 0) return 0;
-    for (size_t i = 0; i < nlen; i++) {
-        unsigned char ch = (unsigned char)name[i];
-        if (ch <= 32 || ch >= 127 || strchr("()<>@,;:\\\"/[]?={}", ch)) return 0;
-    }
-    for (size_t i = 0; i < vlen; i++)
-        if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') return 0;
-    return 1;
-}
-
+/* The header rules of every sink (jj_http_header_ok); the socket sink's
+ * jj_http_response_header checks them itself. */
 static int emit(jj_host_call *h, const char *name, size_t nlen, const char *v, size_t vlen) {
-    if (!header_ok(name, nlen, v, vlen)) return -1;
+    if (h->sink != &conn_sink && !jj_http_header_ok(name, nlen, v, vlen)) return -1;
     if (jj_http_is_framing_header(name, nlen)) return 0;   /* the host frames the message */
     return h->sink->header(h->ud, name, nlen, v, vlen);
 }
@@ -171,8 +243,18 @@ static int write_header(jj_host_call *h, lua_State *co, int vidx, const char *na
     return -1;
 }
 
+/* What the error log needs, copied when the task outlives the exchange. */
+static void keep_request(jj_host_call *h, const jj_http_exchange *x) {
+    size_t idlen = strnlen(x->request_id, sizeof h->request_id - 1);
+    memcpy(h->request_id, x->request_id, idlen);
+    h->request_id[idlen] = 0;
+    copy_raw(h->method, &h->method_len, sizeof h->method, x->req->method, x->req->method_len);
+    copy_raw(h->path, &h->path_len, sizeof h->path, x->req->path, x->req->path_len);
+}
+
 static void log_failure(jj_host_call *h, const char *what) {
     char method[20], path[260], members[400];
+    if (h->x) keep_request(h, h->x);
     json_text(method, sizeof method, h->method, h->method_len);
     json_text(path, sizeof path, h->path, h->path_len);
     snprintf(members, sizeof members, "\"request_id\":\"%s\",\"method\":\"%s\",\"path\":\"%s\"",
@@ -180,12 +262,36 @@ static void log_failure(jj_host_call *h, const char *what) {
     jj_log_kv(JJ_LOG_ERROR, members, "%s", what);
 }
 
+/* Finished calls, kept for the next request (a worker runs one at a time
+ * per connection; at most FREE_MAX are kept). */
+#define FREE_MAX 256
+static jj_host_call *free_calls;
+static int nfree_calls;
+
+static jj_host_call *call_new(void) {
+    jj_host_call *h = free_calls;
+    if (h) {
+        free_calls = h->next_free;
+        nfree_calls--;
+        memset(h, 0, offsetof(jj_host_call, request_id));
+        return h;
+    }
+    return calloc(1, sizeof *h);
+}
+
+static void call_free(jj_host_call *h) {
+    if (nfree_calls >= FREE_MAX) { free(h); return; }
+    h->next_free = free_calls;
+    free_calls = h;
+    nfree_calls++;
+}
+
 static void on_done(jj_task *t, int status, lua_State *co, int nres, const char *errmsg, void *ud) {
     (void)t;
     jj_host_call *h = ud;
     const jj_host_sink *sink = h->sink;
     if (h->finished) *h->finished = 1;
-    if (!sink) { free(h); return; }   /* cancelled */
+    if (!sink) { call_free(h); return; }   /* cancelled */
     if (sink->route) sink->route(h->ud, h->route_id);
     if (status != LUA_OK) {
         char what[2048];
@@ -196,7 +302,7 @@ static void on_done(jj_task *t, int status, lua_State *co, int nres, const char 
                    status == JJ_TASK_KILLED ? "handler exceeded its instruction budget"
                    : status == LUA_ERRMEM || strstr(errmsg ? errmsg : "", "not enough memory")
                      ? "handler exceeded its memory budget" : "handler error");
-        free(h);
+        call_free(h);
         return;
     }
     int base = lua_gettop(co) - nres;
@@ -204,7 +310,7 @@ static void on_done(jj_task *t, int status, lua_State *co, int nres, const char 
     if (code < 100 || code > 599) {
         log_failure(h, "handler returned no valid status");
         sink->fail(h->ud, 500, "internal_error", "handler returned an invalid response");
-        free(h);
+        call_free(h);
         return;
     }
     sink->begin(h->ud, code);
@@ -218,7 +324,7 @@ static void on_done(jj_task *t, int status, lua_State *co, int nres, const char 
                 sink->discard(h->ud);
                 log_failure(h, "handler returned an invalid header");
                 sink->fail(h->ud, 500, "internal_error", "handler returned an invalid header");
-                free(h);
+                call_free(h);
                 return;
             }
             lua_pop(co, 1);
@@ -228,7 +334,7 @@ static void on_done(jj_task *t, int status, lua_State *co, int nres, const char 
     const char *body = NULL;
     if (nres >= 3 && lua_type(co, base + 3) == LUA_TSTRING) body = lua_tolstring(co, base + 3, &blen);
     sink->end(h->ud, body, blen);
-    free(h);
+    call_free(h);
 }
 
 int jj_host_set_route(lua_State *L, int route_id) {
@@ -241,7 +347,7 @@ int jj_host_set_route(lua_State *L, int route_id) {
 static jj_host_call *run(jj_engine *e, const host_input *in, const jj_host_sink *sink, void *ud) {
     const jj_http_exchange *x = in->x;
     jj_gen *g = jj_engine_current_gen(e);
-    jj_host_call *h = calloc(1, sizeof *h);
+    jj_host_call *h = call_new();
     jj_task *t = h && g ? jj_task_new(g, on_done, h) : NULL;
     if (!t) {
         free(h);
@@ -250,10 +356,7 @@ static jj_host_call *run(jj_engine *e, const host_input *in, const jj_host_sink 
     }
     h->sink = sink;
     h->ud = ud;
-    size_t idlen = strnlen(x->request_id, sizeof h->request_id - 1);
-    memcpy(h->request_id, x->request_id, idlen);   /* calloc'd: NUL-terminated */
-    copy_raw(h->method, &h->method_len, sizeof h->method, x->req->method, x->req->method_len);
-    copy_raw(h->path, &h->path_len, sizeof h->path, x->req->path, x->req->path_len);
+    h->x = x;
     lua_State *co = jj_task_state(t);
     lua_pushcfunction(co, entry);
     lua_rawgeti(co, LUA_REGISTRYINDEX, jj_gen_entry_ref(g));
@@ -261,9 +364,22 @@ static jj_host_call *run(jj_engine *e, const host_input *in, const jj_host_sink 
     int finished = 0;
     h->finished = &finished;
     jj_task_run(t, 2);   /* may finish (and free h) before it returns */
-    if (finished) return NULL;
-    h->finished = NULL;
-    return h;
+    if (!finished) {
+        /* Suspended: the exchange goes away now. The request's unread lazy
+         * fields are made from it first (on the main thread, which is not
+         * running: the task is suspended; a memory error leaves them nil). */
+        lua_State *L = jj_gen_state(g);
+        if (lazy.x == x && lua_checkstack(L, 4)) {
+            lua_pushcfunction(L, materialize);
+            if (lua_pcall(L, 0, 0, 0) != LUA_OK) lua_pop(L, 1);
+        }
+        keep_request(h, x);
+        h->x = NULL;
+        h->finished = NULL;
+    }
+    lazy.x = NULL;
+    lazy.table = NULL;
+    return finished ? NULL : h;
 }
 
 jj_host_call *jj_host_run(jj_engine *e, const jj_http_exchange *x, const jj_host_sink *sink, void *ud) {

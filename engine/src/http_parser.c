@@ -459,3 +459,14 @@ int jj_http_is_framing_header(const char *name, size_t len) {
            (len == 10 && strncasecmp(name, "Connection", 10) == 0) ||
            (len == 17 && strncasecmp(name, "Transfer-Encoding", 17) == 0);
 }
+
+int jj_http_header_ok(const char *name, size_t nlen, const char *value, size_t vlen) {
+    if (nlen == 0) return 0;
+    for (size_t i = 0; i < nlen; i++)
+        if (!(cls[(unsigned char)name[i]] & C_TOKEN)) return 0;
+    for (size_t i = 0; i < vlen; i++) {
+        unsigned char ch = (unsigned char)value[i];
+        if (ch < 0x20 && (ch == '\r' || ch == '\n' || ch == '\0')) return 0;
+    }
+    return 1;
+}

@@ -60,6 +60,9 @@ long jj_http_url_decode(char *dst, const char *src, size_t len, int plus_is_spac
 /* 1 for the headers that frame a message (Content-Length, Connection,
  * Transfer-Encoding): the server sets them, a handler cannot. */
 int jj_http_is_framing_header(const char *name, size_t len);
+/* 1 when name is a token (RFC 9110) and value holds no CR, LF or NUL: what
+ * a response header must be so that a handler cannot split a response. */
+int jj_http_header_ok(const char *name, size_t nlen, const char *value, size_t vlen);
 
 /* Reason phrase for a status code ("Unknown" if not known). */
 const char *jj_http_status_text(int status);

@@ -85,7 +85,8 @@ struct jj_http_server {
     void *drained_ud;
     uint32_t id_prefix;
     uint64_t id_counter;
-    char date[40];
+    char date[80];         /* "Date: <IMF-fixdate>\r\nServer: jollyjet\r\n" */
+    size_t date_len;
     ev_tstamp date_at;
 };
 
@@ -160,16 +161,30 @@ static void out_printf(jj_http_conn *c, const char *fmt, ...) {
     if (n > 0) out_append(c, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
-static const char *http_date(jj_http_server *s) {
+/* The Date and Server header lines, remade once a second. */
+static const char *date_lines(jj_http_server *s, size_t *len) {
     ev_tstamp now = ev_now(s->loop);
-    if ((time_t)now != (time_t)s->date_at || !s->date[0]) {
+    if ((time_t)now != (time_t)s->date_at || !s->date_len) {
         time_t t = (time_t)now;
         struct tm tm;
         gmtime_r(&t, &tm);
-        strftime(s->date, sizeof s->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        size_t n = strftime(s->date, sizeof s->date, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        static const char server[] = "Server: jollyjet\r\n";
+        memcpy(s->date + n, server, sizeof server - 1);
+        s->date_len = n + sizeof server - 1;
         s->date_at = now;
     }
+    *len = s->date_len;
     return s->date;
+}
+
+/* dst <- the decimal digits of v; returns their count (at most 20). */
+static size_t utoa(char *dst, uint64_t v) {
+    char tmp[20];
+    size_t n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    for (size_t i = 0; i < n; i++) dst[i] = tmp[n - 1 - i];
+    return n;
 }
 
 /* ----------------------------------------------------------- accounting */
@@ -263,21 +278,32 @@ void jj_http_response_start(jj_http_conn *c, int status) {
     c->status = status;
     c->xcache_len = 0;
     c->resp_mark = c->out_len;
-    out_printf(c, "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: jollyjet\r\n", status,
-               jj_http_status_text(status), http_date(c->srv));
-    /* Remember the status for finish() in the status line itself. */
+    /* "HTTP/1.1 NNN Reason\r\n" + the Date and Server lines, one append */
+    char line[160];
+    const char *text = jj_http_status_text(status);
+    size_t tlen = strlen(text), dlen;
+    const char *date = date_lines(c->srv, &dlen);
+    if (status < 100 || status > 999 || tlen > 40) {   /* not from this server; be safe */
+        out_printf(c, "HTTP/1.1 %d %s\r\n", status, text);
+        out_append(c, date, dlen);
+        return;
+    }
+    memcpy(line, "HTTP/1.1 ", 9);
+    line[9] = (char)('0' + status / 100);
+    line[10] = (char)('0' + status / 10 % 10);
+    line[11] = (char)('0' + status % 10);
+    line[12] = ' ';
+    memcpy(line + 13, text, tlen);
+    memcpy(line + 13 + tlen, "\r\n", 2);
+    memcpy(line + 15 + tlen, date, dlen);
+    out_append(c, line, 15 + tlen + dlen);
 }
 
 int jj_http_response_header(jj_http_conn *c, const char *name, size_t nlen,
                             const char *value, size_t vlen) {
     if (nlen == 0) return -1;
     if (c->dead) return 0;
-    for (size_t i = 0; i < nlen; i++) {
-        unsigned char ch = (unsigned char)name[i];
-        if (ch <= 32 || ch >= 127 || strchr("()<>@,;:\\\"/[]?={}", ch)) return -1;
-    }
-    for (size_t i = 0; i < vlen; i++)
-        if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0') return -1;
+    if (!jj_http_header_ok(name, nlen, value, vlen)) return -1;
     /* The server owns framing headers. */
     if (jj_http_is_framing_header(name, nlen)) return 0;
     if (nlen == 7 && strncasecmp(name, "x-cache", 7) == 0) {   /* for the access log */
@@ -285,10 +311,18 @@ int jj_http_response_header(jj_http_conn *c, const char *name, size_t nlen,
         memcpy(c->xcache, value, c->xcache_len);
         c->xcache[c->xcache_len] = 0;
     }
-    out_append(c, name, nlen);
-    out_append(c, ": ", 2);
-    out_append(c, value, vlen);
-    out_append(c, "\r\n", 2);
+    if (reserve(&c->out, &c->out_cap, c->out_len + nlen + vlen + 4) != 0) {
+        c->state = S_CLOSING;   /* out of memory: give up on this client */
+        return 0;
+    }
+    char *o = c->out + c->out_len;
+    memcpy(o, name, nlen);
+    o[nlen] = ':';
+    o[nlen + 1] = ' ';
+    memcpy(o + nlen + 2, value, vlen);
+    o[nlen + 2 + vlen] = '\r';
+    o[nlen + 3 + vlen] = '\n';
+    c->out_len += nlen + vlen + 4;
     return 0;
 }
 
@@ -306,12 +340,30 @@ void jj_http_response_finish(jj_http_conn *c, const char *body, size_t len) {
     int no_body = c->head_only || status == 204 || status == 304 || status < 200;
     account(c, status, no_body ? 0 : len);
     if (c->srv->draining) c->keep_alive = 0;
-    if (status != 204 && status != 304 && status >= 200)
-        out_printf(c, "Content-Length: %zu\r\n", len);
-    if (!c->keep_alive) out_append(c, "Connection: close\r\n", 19);
-    else if (c->req.minor_version == 0) out_append(c, "Connection: keep-alive\r\n", 24);
-    out_printf(c, "X-Request-Id: %s\r\n\r\n", c->request_id);
-    if (!no_body && len) out_append(c, body, len);
+    /* The framing lines, then the body: one buffer, sent with one write
+     * (flush) together with whatever else this loop turn answered. */
+    char tail[128];
+    size_t n = 0;
+    if (status != 204 && status != 304 && status >= 200) {
+        memcpy(tail, "Content-Length: ", 16);
+        n = 16 + utoa(tail + 16, len);
+        tail[n++] = '\r';
+        tail[n++] = '\n';
+    }
+    if (!c->keep_alive) { memcpy(tail + n, "Connection: close\r\n", 19); n += 19; }
+    else if (c->req.minor_version == 0) { memcpy(tail + n, "Connection: keep-alive\r\n", 24); n += 24; }
+    size_t idlen = strnlen(c->request_id, sizeof c->request_id - 1);
+    memcpy(tail + n, "X-Request-Id: ", 14);
+    memcpy(tail + n + 14, c->request_id, idlen);
+    n += 14 + idlen;
+    memcpy(tail + n, "\r\n\r\n", 4);
+    n += 4;
+    size_t blen = !no_body ? len : 0;
+    if (!c->dead && reserve(&c->out, &c->out_cap, c->out_len + n + blen) != 0) c->state = S_CLOSING;
+    else {
+        out_append(c, tail, n);
+        if (blen) out_append(c, body, blen);
+    }
 
     /* The request is done: drop its bytes, go back to reading. */
     c->in_off += c->req_total;
@@ -390,8 +442,10 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents) {
 
 static void next_request_id(jj_http_conn *c) {
     jj_http_server *s = c->srv;
-    snprintf(c->request_id, sizeof c->request_id, "%08x%08x", s->id_prefix,
-             (unsigned)(++s->id_counter & 0xffffffffu));
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v = (uint64_t)s->id_prefix << 32 | (++s->id_counter & 0xffffffffu);
+    for (int i = 15; i >= 0; i--, v >>= 4) c->request_id[i] = hex[v & 15];   /* "%08x%08x" */
+    c->request_id[16] = 0;
 }
 
 static void dispatch(jj_http_conn *c) {

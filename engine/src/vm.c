@@ -11,9 +11,14 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 
 /* Instructions between two count-hook calls: small enough to stop a runaway
  * loop quickly, large enough to cost nothing measurable. */
@@ -29,7 +34,17 @@ struct jj_gen {
     jj_task *running;      /* task being resumed right now */
     long load_instr, load_limit;
     jj_fast_table *fast;   /* engine.fastpath routes, or NULL */
+    /* Tasks whose coroutine returned normally, kept for the next request:
+     * a coroutine (and its stack and CallInfo list) costs a few hundred
+     * instructions and a GC share to build. Each keeps its registry ref;
+     * none holds a reference on the generation. */
+    jj_task **pool;
+    int npool, pool_cap;
 };
+
+/* Coroutines kept per generation: enough for the requests a worker has
+ * in flight at once; past that, finished ones are left to the GC. */
+#define POOL_MAX 256
 
 struct jj_task {
     jj_gen *gen;
@@ -80,6 +95,8 @@ static void *gen_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 
 static void gen_close(jj_gen *g) {
     if (g->L) lua_close(g->L);
+    for (int i = 0; i < g->npool; i++) free(g->pool[i]);
+    free(g->pool);
     jj_fast_table_free(g->fast);
     free(g);
 }
@@ -96,6 +113,8 @@ int jj_gen_entry_ref(const jj_gen *g) { return g->entry_ref; }
 jj_fast_table *jj_gen_fast_table(jj_gen *g) { return g->fast; }
 void jj_gen_set_fast_table(jj_gen *g, jj_fast_table *t) { g->fast = t; }
 
+static void wrap_coroutine_lib(lua_State *L);
+
 /* [-0, +0, e] Runs inside lua_pcall on a fresh VM: libraries, module path,
  * preloads, then (for an app generation) jollyjet.app. */
 static int gen_init(lua_State *L) {
@@ -103,6 +122,7 @@ static int gen_init(lua_State *L) {
     const jj_config *cfg = jj_engine_config(g->engine);
     int kind = (int)lua_tointeger(L, 1);
     luaL_openlibs(L);
+    wrap_coroutine_lib(L);
 
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
@@ -179,6 +199,90 @@ jj_gen *jj_gen_new(jj_engine *e, int kind, unsigned number, char *err, size_t er
     return g;
 }
 
+/* ------------------------------------------------------------ watchdog */
+
+/* The instruction budget is counted by a count hook, but a Lua state with
+ * any hook set runs every VM instruction through the hook dispatcher (a
+ * fifth of a short request's cost). So on the thread that first runs a
+ * task, a task starts without the hook, and a CPU-time timer of that
+ * thread (WATCH_TICK_NS of its CPU time) sets it, from a signal handler
+ * (lua_sethook is safe there), on a task that has been running for a whole
+ * tick: a runaway loop is still counted and stopped, a request that ends
+ * within a tick never pays for the hook. (So the budget counts from the
+ * first tick of a resume on; a task whose every resume is shorter than a
+ * tick is bounded by its I/O timeouts instead.) Coroutines a task creates
+ * get the hook at once (coroutine.create / wrap are wrapped in gen_init),
+ * since the signal only reaches the task's own coroutine. Other threads,
+ * or if the timer cannot be made: the hook from the start, as before. */
+#define WATCH_TICK_NS 2000000L
+#define WATCH_SIGNAL (SIGRTMIN + 5)
+
+static int watch_state;                   /* 0 not set up, 1 active, -1 unavailable */
+static pthread_t watch_thread;
+static lua_State *volatile watch_co;      /* the task coroutine being resumed */
+static volatile unsigned long watch_seq;  /* bumped on each resume */
+
+static void count_hook(lua_State *L, lua_Debug *ar);
+
+static void on_watch_tick(int sig) {
+    (void)sig;
+    static unsigned long seen;
+    lua_State *co = watch_co;
+    unsigned long seq = watch_seq;
+    if (co && seq == seen) lua_sethook(co, count_hook, LUA_MASKCOUNT, HOOK_STEP);
+    seen = seq;
+}
+
+static void watch_forked(void) { watch_state = 0; }   /* timers do not survive fork */
+
+/* 1 when tasks of this thread may start without the hook. */
+static int watch_ready(void) {
+    if (watch_state == 1) return pthread_equal(pthread_self(), watch_thread);
+    if (watch_state == -1) return 0;
+    static int atfork;
+    if (!atfork) { pthread_atfork(NULL, NULL, watch_forked); atfork = 1; }
+    watch_state = -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_watch_tick;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(WATCH_SIGNAL, &sa, NULL) != 0) return 0;
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = WATCH_SIGNAL;
+    sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+    timer_t timer;
+    if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &timer) != 0) return 0;
+    struct itimerspec its = {{0, WATCH_TICK_NS}, {0, WATCH_TICK_NS}};
+    if (timer_settime(timer, 0, &its, NULL) != 0) { timer_delete(timer); return 0; }
+    watch_thread = pthread_self();
+    watch_state = 1;
+    return 1;
+}
+
+/* [-0, +1, e] coroutine.create / coroutine.wrap (upvalue 1) with the
+ * count hook set on the caller first, so that the new coroutine inherits it. */
+static int hooked_create(lua_State *L) {
+    if (!lua_gethook(L)) lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_STEP);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static void wrap_coroutine_lib(lua_State *L) {
+    static const char *const names[] = {"create", "wrap"};
+    lua_getglobal(L, "coroutine");
+    for (int i = 0; i < 2; i++) {
+        lua_getfield(L, -1, names[i]);
+        lua_pushcclosure(L, hooked_create, 1);
+        lua_setfield(L, -2, names[i]);
+    }
+    lua_pop(L, 1);
+}
+
 /* --------------------------------------------------------------- tasks */
 
 static void count_hook(lua_State *L, lua_Debug *ar) {
@@ -190,8 +294,11 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
     t->killed = 1;
     /* Yielding out of the hook cannot be caught by the handler's pcall, so a
      * runaway loop wrapped in pcall still ends; where a yield is impossible
-     * (inside a C boundary) raise instead, and again at the next step. */
-    if (L == t->co && lua_isyieldable(L)) {
+     * (inside a C boundary) raise instead, and again at the next step. In a
+     * coroutine of the handler's own the yield goes to its resumer, in the
+     * task, whose own hook then ends the task (a pcall in that coroutine
+     * would catch a raise, again and again). */
+    if (lua_isyieldable(L)) {
         lua_yield(L, 0);   /* in a hook this returns; Lua yields after the hook */
         return;
     }
@@ -204,7 +311,18 @@ static int new_thread(lua_State *L) {
 }
 
 jj_task *jj_task_new(jj_gen *g, jj_task_done *done, void *ud) {
-    jj_task *t = calloc(1, sizeof *t);
+    jj_task *t;
+    if (g->npool > 0) {   /* a coroutine that ended normally (hook as jj_task_new left it) */
+        t = g->pool[--g->npool];
+        t->instr = 0;
+        t->limit = jj_engine_config(g->engine)->instruction_limit;
+        g->refs++;
+        t->done = done;
+        t->ud = ud;
+        live_tasks++;
+        return t;
+    }
+    t = calloc(1, sizeof *t);
     if (!t) return NULL;
     lua_State *L = g->L;
     lua_pushcfunction(L, new_thread);
@@ -220,7 +338,7 @@ jj_task *jj_task_new(jj_gen *g, jj_task_done *done, void *ud) {
     t->done = done;
     t->ud = ud;
     t->limit = jj_engine_config(g->engine)->instruction_limit;
-    lua_sethook(t->co, count_hook, LUA_MASKCOUNT, HOOK_STEP);
+    if (!watch_ready()) lua_sethook(t->co, count_hook, LUA_MASKCOUNT, HOOK_STEP);
     live_tasks++;
     return t;
 }
@@ -237,6 +355,24 @@ static int traceback(lua_State *L) {
     const char *msg = lua_tostring(co, -1);
     if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(co, -1));
     luaL_traceback(L, co, msg, 0);
+    return 1;
+}
+
+/* Keeps t (its coroutine emptied) for jj_task_new; 0 if the pool is full. */
+static int pool_put(jj_gen *g, jj_task *t) {
+    if (g->npool == g->pool_cap) {
+        if (g->pool_cap >= POOL_MAX) return 0;
+        int cap = g->pool_cap ? g->pool_cap * 2 : 16;
+        jj_task **p = realloc(g->pool, (size_t)cap * sizeof *p);
+        if (!p) return 0;
+        g->pool = p;
+        g->pool_cap = cap;
+    }
+    lua_settop(t->co, 0);
+    if (watch_ready()) lua_sethook(t->co, NULL, 0, 0);   /* the watchdog may have set it */
+    t->done = NULL;
+    t->ud = NULL;
+    g->pool[g->npool++] = t;
     return 1;
 }
 
@@ -261,8 +397,14 @@ static void task_finish(jj_task *t, int status, int nres) {
         /* Close pending to-be-closed variables of the dead coroutine. */
         lua_resetthread(t->co);
     }
-    luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
     live_tasks--;
+    /* Only a coroutine that returned normally is reused (an errored or
+     * killed one may have been left in any state). */
+    if (status == LUA_OK && !t->killed && !t->wait && lua_status(t->co) == LUA_OK && pool_put(g, t)) {
+        gen_unref(g);
+        return;
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
     free(t);
     gen_unref(g);
 }
@@ -272,7 +414,12 @@ static void task_resume(jj_task *t, int nargs) {
     jj_task *prev = g->running;
     int nres = 0;
     g->running = t;
+    lua_State *prev_co = watch_co;
+    watch_seq++;
+    watch_co = t->co;
     int st = lua_resume(t->co, NULL, nargs, &nres);
+    watch_co = prev_co;
+    watch_seq++;
     g->running = prev;
     if (st == LUA_YIELD) {
         if (t->killed) { task_finish(t, JJ_TASK_KILLED, 0); return; }
@@ -282,7 +429,11 @@ static void task_resume(jj_task *t, int nargs) {
         task_finish(t, LUA_ERRRUN, 0);
         return;
     }
-    if (st == LUA_OK) { task_finish(t, LUA_OK, nres); return; }
+    if (st == LUA_OK) {   /* killed: the budget ran out in a coroutine of its own, which yielded */
+        if (t->killed) task_finish(t, JJ_TASK_KILLED, 0);
+        else task_finish(t, LUA_OK, nres);
+        return;
+    }
     task_finish(t, t->killed ? JJ_TASK_KILLED : st, 0);
 }
 

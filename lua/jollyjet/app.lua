@@ -20,6 +20,7 @@ local alerts = require "jollyjet.alerts"
 local type, ipairs, error, xpcall, tostring = type, ipairs, error, xpcall, tostring
 local traceback = debug.traceback
 local set_route = metrics.set_route
+local parse_query = http.parse_query
 
 local _M = {}
 
@@ -99,10 +100,16 @@ function _M.handle(req)
     return s, h, b
   end
   set_route(route.metrics_id)
-  local args, qerr = http.parse_query(req.query)
-  if not args then
-    local s, b, h = http.error(400, "bad_request", qerr)
-    return s, h, b
+  local query, args = req.query
+  if query == "" then
+    args = {}
+  else
+    local qerr
+    args, qerr = parse_query(query)
+    if not args then
+      local s, b, h = http.error(400, "bad_request", qerr)
+      return s, h, b
+    end
   end
   req.params, req.args, req.route = params, args, route.pattern
   -- Rate limiting (jollyjet.ratelimit): after the route match, so 404/405

@@ -52,6 +52,7 @@ local policy = require "jollyjet.policy"
 local http = require "jollyjet.http"
 local schema = require "jollyjet.schemas.ratelimits"
 
+local rawget = rawget
 local type, pairs, ipairs, tostring, tonumber, error, setmetatable =
   type, pairs, ipairs, tostring, tonumber, error, setmetatable
 local ceil, huge = math.ceil, math.huge
@@ -381,12 +382,12 @@ function _M.fast_rules(route_pattern, path_prefix)
 end
 
 function _M.enter(req)
-  if req.ratelimit_checked then return nil end   -- the C fast path applied them (req.ratelimit: headers)
+  if rawget(req, "ratelimit_checked") then return nil end   -- the C fast path applied them (req.ratelimit: headers)
   return _M.apply(limiter(), req)
 end
 
 function _M.leave(req, status, headers, body)
-  local h = req.ratelimit
+  local h = rawget(req, "ratelimit")   -- raw: set by enter or the C host, never lazy
   if not h then return status, headers, body end
   -- a copy: a handler may return a table it shares between responses
   if type(headers) == "table" then

@@ -8,6 +8,7 @@
 -- exists with other methods yields route == nil and `allow` (for 405).
 local type, error, pairs, ipairs = type, error, pairs, ipairs
 local concat, sort, char, tonumber = table.concat, table.sort, string.char, tonumber
+local find, sub = string.find, string.sub
 
 local _M = {}
 local mt = { __index = _M }
@@ -16,7 +17,9 @@ local METHODS = { GET = true, HEAD = true, POST = true, PUT = true, PATCH = true
                   DELETE = true, OPTIONS = true }
 
 function _M.new()
-  return setmetatable({ root = { static = {} }, routes = {} }, mt)
+  -- exact: pattern -> node for the patterns without a parameter, so that a
+  -- static path is one table lookup (the walk below gives the same node)
+  return setmetatable({ root = { static = {} }, routes = {}, exact = {} }, mt)
 end
 
 local function split(path)
@@ -33,6 +36,7 @@ function _M:add(method, pattern, handler, meta)
   end
   if type(handler) ~= "function" then error("router: handler for " .. pattern .. " is not a function", 2) end
   local node = self.root
+  local static = true
   for _, seg in ipairs(split(pattern)) do
     local name = seg:match("^{([%a_][%w_]*)}$")
     if name then
@@ -41,6 +45,7 @@ function _M:add(method, pattern, handler, meta)
       end
       node.param = node.param or { name = name, node = { static = {} } }
       node = node.param.node
+      static = false
     elseif seg:find("[{}]") then
       error("router: malformed segment '" .. seg .. "' in " .. pattern, 2)
     else
@@ -52,6 +57,7 @@ function _M:add(method, pattern, handler, meta)
   if node.methods[method] then error("router: duplicate route " .. method .. " " .. pattern, 2) end
   local route = { method = method, pattern = pattern, handler = handler, meta = meta or {} }
   node.methods[method] = route
+  if static then self.exact[pattern] = node end
   self.routes[#self.routes + 1] = route
   return route
 end
@@ -65,20 +71,24 @@ local function unescape(seg)
   return out
 end
 
-local function walk(node, segs, i, params)
-  if i > #segs then return node end
-  local seg = segs[i]
+-- The node for the segments of path from position pos on (segments are
+-- the runs of characters other than '/'; empty ones do not count).
+local function walk(node, path, pos, params)
+  local s, e = find(path, "[^/]+", pos)
+  if not s then return node end
+  local seg = sub(path, s, e)
   local child = node.static[seg]
   if child then
-    local found = walk(child, segs, i + 1, params)
+    local found = walk(child, path, e + 1, params)
     if found and found.methods then return found end
   end
-  if node.param then
+  local param = node.param
+  if param then
     local value = unescape(seg)
     if value then
-      local found = walk(node.param.node, segs, i + 1, params)
+      local found = walk(param.node, path, e + 1, params)
       if found and found.methods then
-        params[node.param.name] = value
+        params[param.name] = value
         return found
       end
     end
@@ -89,13 +99,14 @@ end
 -- route, params, allow = r:match(method, path)
 function _M:match(method, path)
   local params = {}
-  local node = walk(self.root, split(path), 1, params)
+  local node = self.exact[path] or walk(self.root, path, 1, params)
   if not node or not node.methods then return nil, nil, nil end
-  local route = node.methods[method] or (method == "HEAD" and node.methods.GET)
+  local methods = node.methods
+  local route = methods[method] or (method == "HEAD" and methods.GET)
   if route then return route, params end
   local allow = {}
-  for m in pairs(node.methods) do allow[#allow + 1] = m end
-  if node.methods.GET and not node.methods.HEAD then allow[#allow + 1] = "HEAD" end
+  for m in pairs(methods) do allow[#allow + 1] = m end
+  if methods.GET and not methods.HEAD then allow[#allow + 1] = "HEAD" end
   sort(allow)
   return nil, nil, concat(allow, ", ")
 end

@@ -59,6 +59,7 @@ check_nginx() {
 # --- processes and cleanup ------------------------------------------------
 REDIS_PID="" NGINX_PID="" WRK_PID="" PERF_PID="" LAST_PID=""
 ENGINE_PIDS=()
+EXTRA_NGINX_PIDS=()   # more nginx masters (sweep.sh)
 TMP=""
 
 # stop PID SIGNAL SECONDS: signal, wait a bounded time, then SIGKILL; reap.
@@ -84,6 +85,7 @@ cleanup() {
   stop "$PERF_PID" INT 5
   stop "$WRK_PID" TERM 3
   stop "$NGINX_PID" TERM 5       # nginx master stops its workers
+  for pid in "${EXTRA_NGINX_PIDS[@]}"; do stop "$pid" TERM 5; done
   for pid in "${ENGINE_PIDS[@]}"; do
     stop "$pid" TERM 10          # master drains its workers (they also have PDEATHSIG)
   done

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # make bench: every benchmark, one after the other, each with its own
 # servers and temp dir (see tests/bench/README.md):
+#   sweep     issue 11's table: Lua route, Redis-hit and L1 products vs nginx
+#             static (sendfile, open_file_cache) and OpenResty-style peers,
+#             at 1, 2 and 4 workers                                   (sweep.sh)
 #   core      a Lua route vs nginx serving the same 400-byte body   (core.sh)
 #   products  GET /api/products/{id} from Redis and from L1 vs nginx (products.sh)
 #   zipf      Zipf(1.0) reads + 5 % writes over 10,000 products      (zipf.sh)
 #   ratelimit GET /api/products/{id} with a rate-limit rule vs without (ratelimit.sh)
-# BENCH_ONLY=core|products|zipf|ratelimit (or a comma list) runs only those.
+# BENCH_ONLY=sweep|core|products|zipf|ratelimit (or a comma list) runs only those.
+# tests/bench/callgrind.sh (instructions per request) is run by hand.
 #
 # Each prints its report and writes build/bench/<name>.json. A missed target
 # is reported, not failed; the exit status is non-zero when some benchmark
@@ -14,8 +18,8 @@
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ALL=(core products zipf ratelimit)
-ONLY=${BENCH_ONLY:-core,products,zipf,ratelimit}
+ALL=(sweep core products zipf ratelimit)
+ONLY=${BENCH_ONLY:-sweep,core,products,zipf,ratelimit}
 
 selected=()
 IFS=', ' read -r -a want <<< "$ONLY"

@@ -34,6 +34,15 @@ def test_infinite_loop_inside_pcall_is_stopped(e):
     assert e.get("/test/ok")[0] == 200
 
 
+def test_infinite_loop_in_a_coroutine_of_the_handler_is_stopped(e):
+    # The count hook is set on a request's coroutine only once it has run
+    # for a tick of CPU time (engine/src/vm.c); coroutines it creates get
+    # the hook at once, so their loops are counted too.
+    check_500(e, "/test/coroutine-loop", "instruction budget")
+    check_500(e, "/test/coroutine-pcall-loop", "instruction budget")
+    assert e.get("/test/ok")[0] == 200
+
+
 def test_memory_blow_up_is_stopped(e):
     check_500(e, "/test/memory", "")
     for _ in range(10):
