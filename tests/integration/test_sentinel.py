@@ -54,10 +54,17 @@ def _encode(args):
     return out
 
 
+AUTH = {}   # port -> password, for the servers of a Topology with passwords
+
+
 def cmd(port, *args, timeout=2.0):
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        f = s.makefile("rb")
+        if port in AUTH:
+            s.sendall(_encode(["AUTH", AUTH[port]]))
+            _read_reply(f)
         s.sendall(_encode(args))
-        return _read_reply(s.makefile("rb"))
+        return _read_reply(f)
 
 
 def try_cmd(port, *args):
@@ -73,12 +80,19 @@ class Topology:
     """1 master + 1 replica (redis-server --replicaof) + 3 sentinels
     (redis-server <conf> --sentinel), quorum 2."""
 
-    def __init__(self):
+    def __init__(self, password=None, sentinel_password=None):
         self.dir = tempfile.mkdtemp(prefix="jj-sentinel-")
+        self.password = password
         self.procs = {}
         self.data_ports = [free_port(), free_port()]
         self.sentinel_ports = [free_port() for _ in range(3)]
         m, r = self.data_ports
+        for p in self.data_ports:
+            if password:
+                AUTH[p] = password
+        for p in self.sentinel_ports:
+            if sentinel_password:
+                AUTH[p] = sentinel_password
         self._start_data(m)
         self._start_data(r, replicaof=m)
         for p in self.sentinel_ports:
@@ -90,6 +104,10 @@ class Topology:
                         f"sentinel down-after-milliseconds {MASTER} 1000\n"
                         f"sentinel failover-timeout {MASTER} 3000\n"
                         f"sentinel parallel-syncs {MASTER} 1\n")
+                if password:
+                    f.write(f"sentinel auth-pass {MASTER} {password}\n")
+                if sentinel_password:
+                    f.write(f"requirepass {sentinel_password}\nsentinel sentinel-pass {sentinel_password}\n")
             self._spawn(p, ["redis-server", conf, "--sentinel"])
         for p in self.sentinel_ports:
             wait_until(lambda p=p: try_cmd(p, "PING") == "PONG", 5, what=f"sentinel {p}")
@@ -112,6 +130,8 @@ class Topology:
                 "--dir", self.dir, "--dbfilename", f"dump-{port}.rdb", "--logfile", f"{self.dir}/redis-{port}.log"]
         if replicaof:
             args += ["--replicaof", "127.0.0.1", str(replicaof)]
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
         self._spawn(port, args)
         wait_until(lambda: try_cmd(port, "PING") == "PONG", 5, what=f"redis {port}")
 
@@ -134,6 +154,8 @@ class Topology:
     def close(self):
         for port in list(self.procs):
             self.kill(port)
+        for port in self.data_ports + self.sentinel_ports:
+            AUTH.pop(port, None)
         if os.environ.get("JJ_KEEP_TMP") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -143,11 +165,15 @@ class SwitchWatch:
 
     def __init__(self, port):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        if port in AUTH:
+            self.sock.sendall(_encode(["AUTH", AUTH[port]]))
         self.sock.sendall(_encode(["SUBSCRIBE", "+switch-master"]))
         self.f = self.sock.makefile("rb")
         self.at = None
         self.payload = None
         self.stopped = False
+        if port in AUTH:
+            _read_reply(self.f)
         _read_reply(self.f)   # the subscribe confirmation
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -193,8 +219,11 @@ def product_reads(i):
 # ------------------------------------------------------------ tests
 
 def test_catalogue_through_sentinel():
-    topo = Topology()
-    e = engine_for(topo)
+    """With passwords: the sentinels' own (REDIS_SENTINEL_PASSWORD) and the
+    data servers' with a db from REDIS_URL, whose host and port are unused."""
+    topo = Topology(password="data-secret", sentinel_password="sentinel-secret")
+    e = engine_for(topo, {"REDIS_URL": f"redis://:data-secret@127.0.0.1:{free_port()}/2",
+                          "REDIS_SENTINEL_PASSWORD": "sentinel-secret"})
     try:
         m = topo.master_port()
         st, _, doc = e.json("GET", "/health")
@@ -213,7 +242,8 @@ def test_catalogue_through_sentinel():
         wait_until(lambda: all(e.json("GET", f"/api/products/{pid}")[2]["price"] == 22.75 for _ in range(4)), 5,
                    what="fresh price on every worker")
         # the cache lives on the master the sentinels named
-        assert cmd(m, "DBSIZE") > 0
+        assert cmd(m, "DBSIZE") == 0   # db 0: REDIS_URL said /2
+        assert cmd(m, "INFO", "keyspace").find("db2:keys=") >= 0
         assert cmd(topo.other(m), "ROLE")[0] == "slave"
     finally:
         e.close()
