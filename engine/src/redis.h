@@ -8,6 +8,10 @@
  * The client connects (AUTH, SELECT, SCRIPT LOAD of registered scripts) and
  * reconnects by itself with capped, jittered backoff. While it is not ready,
  * jj_redis_command fails at once: there is no unbounded queue.
+ *
+ * Sentinel mode (redis_sentinel.h) is built on this API alone: clients
+ * created with defer_connect, re-pointed with jj_redis_set_address, and
+ * watched with jj_redis_on_state; it includes no hiredis header.
  */
 #ifndef JJ_REDIS_H
 #define JJ_REDIS_H
