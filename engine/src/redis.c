@@ -131,6 +131,7 @@ struct jj_redis {
     size_t nscripts, cap_scripts;
 
     int require_master;      /* ROLE in the handshake */
+    int auxiliary;           /* cfg->kind set (a sentinel connection): no metrics, quiet "up" */
     int have_address;        /* 0 while defer_connect waits for jj_redis_set_address */
     char address[300];       /* "host:port" */
     jj_redis_state_cb *on_state;
@@ -428,12 +429,13 @@ static void become_up(jj_redis *r) {
     r->ep.backoff_ms = BACKOFF_MIN_MS;
     if (r->ever_up) {
         r->reconnects++;
-        jj_metric_add(&r->m_reconnects, "redis_reconnects", 1);
+        if (!r->auxiliary)
+            jj_metric_add(&r->m_reconnects, "redis_reconnects", 1);
     }
     r->ever_up = 1;
     ev_timer_set(&r->tick, TICK_S, TICK_S);
     ev_timer_start(r->loop, &r->tick);
-    if (strcmp(r->ep.kind, "redis") == 0)
+    if (!r->auxiliary)
         JJ_INFO("redis %s:%d: up", r->ep.host, r->ep.port);
     else
         JJ_DEBUG("%s %s:%d: up", r->ep.kind, r->ep.host, r->ep.port);
@@ -595,7 +597,7 @@ static void deliver(op *o, redisReply *rep) {
     const char *err = NULL;
     if (rep == NULL)
         err = r->closing ? ERR_CLOSED : ERR_LOST;
-    else   /* the round trip of a command that got its answer (an error reply included) */
+    else if (!r->auxiliary)   /* the round trip of an answered command (error replies too) */
         jj_metric_observe(&r->m_duration, "redis_command_duration", (ev_time() - o->sent) * 1000.0);
     r->pending--;
     o->cb((const jj_redis_reply *)rep, err, o->privdata);
@@ -738,6 +740,7 @@ jj_redis *jj_redis_new(struct ev_loop *loop, const jj_redis_config *cfg) {
     r->stall.repeat = r->stall_s;
     r->retry.data = r->deadline.data = r->tick.data = r->stall.data = r;
     r->require_master = cfg->require_master;
+    r->auxiliary = cfg->kind != NULL;
     r->have_address = !cfg->defer_connect;
     if (r->have_address) {
         snprintf(r->address, sizeof r->address, "%s:%d", r->ep.host, r->ep.port);

@@ -271,7 +271,8 @@ static void on_query_state(int up, void *ud) {
         char why[300];
         jj_redis_status st;
         jj_redis_get_status(s->q, &st);
-        snprintf(why, sizeof why, "%s", st.last_error && st.last_error[0] ? st.last_error : "connection failed");
+        snprintf(why, sizeof why, "%s",
+                 st.last_error && st.last_error[0] ? st.last_error : "connection failed");
         move_on(s, why);
     }
 }

@@ -293,7 +293,8 @@ jj_redis_sub *jj_redis_sub_new(struct ev_loop *loop, const jj_redis_config *cfg,
     s->on_state = on_state;
     s->ud = ud;
     s->channel = strdup(channel);
-    if (jj_endpoint_init(&s->ep, cfg, cfg->kind ? cfg->kind : "redis subscriber", s) != 0 || s->channel == NULL) {
+    const char *kind = cfg->kind ? cfg->kind : "redis subscriber";
+    if (jj_endpoint_init(&s->ep, cfg, kind, s) != 0 || s->channel == NULL) {
         jj_endpoint_free(&s->ep);
         free(s->channel);
         free(s);

@@ -288,7 +288,10 @@ def failover_under_load(scenario, do_switch):
         assert cmd(new, "ROLE")[0] == "master"
         _, _, h = e.json("GET", "/health")
         sent = h["redis"]["sentinel"]
-        flushed = e.log_text().count(f"redis master is now 127.0.0.1:{new}: L1 caches flushed")
+        log = e.log_text()
+        flushed = log.count(f"redis master is now 127.0.0.1:{new}: L1 caches flushed")
+        by_msg = log.count(f"to 127.0.0.1:{new} (+switch-master)")
+        by_round = log.count(f"to 127.0.0.1:{new} (discovery)")
         ok1 = FIG.add(scenario, "failed product reads (all)", f"{len(bad)} of {len(recs)}", "0", not bad)
         ok2 = FIG.add(scenario, "failed product reads 1 s after the switch", len(bad_after), "0", not bad_after)
         ok3 = FIG.add(scenario, "switch -> first write on new master ms",
@@ -298,6 +301,8 @@ def failover_under_load(scenario, do_switch):
         FIG.add(scenario, "failed writes (/test/redis INCR)", f"{len(failed_writes)} of {len(wrecs)}", "", None)
         ok4 = FIG.add(scenario, "workers that purged L1 on the switch", flushed, "2", flushed == 2)
         FIG.add(scenario, "p99 read latency ms", s["p99_ms"], "", None)
+        FIG.add(scenario, "workers switched by +switch-master / by a discovery round",
+                f"{by_msg} / {by_round}", "", None)
         assert ok1 or ok2, [(round(x.t0 - t_switch, 3), x.status, x.error) for x in bad[:5]]
         assert ok2, [(round(x.t0 - t_switch, 3), x.status, x.error) for x in bad_after[:5]]
         assert ok3, to_write
