@@ -250,7 +250,7 @@ def test_catalogue_through_sentinel():
         topo.close()
 
 
-def failover_under_load(scenario, do_switch):
+def failover_under_load(scenario, do_switch, prepare=None):
     topo = Topology()
     e = engine_for(topo)
     watch = None
@@ -264,6 +264,8 @@ def failover_under_load(scenario, do_switch):
         writes = Load(e.port, lambda i: ("GET", "/test/redis", None), conns=1, duration=8, pause=0.01,
                       keep_body=True).start()
         time.sleep(1.5)
+        if prepare:
+            prepare(topo)
         watch = SwitchWatch(topo.sentinel_ports[1])
         t_fault = time.monotonic()
         do_switch(topo, old)
@@ -281,6 +283,9 @@ def failover_under_load(scenario, do_switch):
         print(f"     {s}; switch {t_switch - t_fault:.2f} s after the fault ({watch.payload}); "
               f"first write on the new master {to_write * 1000 if to_write is not None else -1:.0f} ms after it; "
               f"writes failed {len(failed_writes)} of {len(wrecs)}")
+        slow = sorted(recs, key=lambda x: -x.latency)[:3]
+        print("     slowest reads (start after the fault s, ms, X-Cache): " +
+              ", ".join(f"({x.t0 - t_fault:.2f}, {x.latency * 1000:.0f}, {x.xcache})" for x in slow))
         # writes land on the new master: its counter is the last value the engine returned
         last = e.json("GET", "/test/redis")
         assert last[0] == 200, last
@@ -326,6 +331,16 @@ def test_master_killed_under_load():
     failover_under_load("master SIGKILLed under reads", lambda topo, old: topo.kill(old))
 
 
+def test_master_killed_with_the_first_sentinel_frozen():
+    """The engine's first sentinel (the one it subscribes to) is frozen
+    (SIGSTOP) before the master dies: no +switch-master reaches the engine;
+    the failed data connection starts discovery rounds, the frozen sentinel
+    times out (REDIS_TIMEOUT_MS), the next answers and moves to the front."""
+    def freeze(topo):
+        topo.procs[topo.sentinel_ports[0]].send_signal(signal.SIGSTOP)
+    failover_under_load("master SIGKILLed, first sentinel frozen", lambda topo, old: topo.kill(old), freeze)
+
+
 def test_wrong_master_name_is_a_clear_error():
     topo = Topology()
     e = engine_for(topo, {"REDIS_SENTINEL_MASTER": "nosuchmaster"}, wait_redis=False)
@@ -368,6 +383,8 @@ def main():
           test_sentinel_failover_under_load)
     t.run("master SIGKILLed under reads: 0 failed reads, first write on the new master < 1 s",
           test_master_killed_under_load)
+    t.run("master SIGKILLed with the engine's first sentinel frozen: discovery rounds find the new master < 1 s",
+          test_master_killed_with_the_first_sentinel_frozen)
     t.run("wrong master name: a clear error in the log and /health, no crash", test_wrong_master_name_is_a_clear_error)
     t.run("bad REDIS_SENTINELS / missing master: startup errors naming the variable",
           test_bad_configuration_is_a_startup_error)
