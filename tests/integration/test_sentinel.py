@@ -345,8 +345,10 @@ def test_wrong_master_name_is_a_clear_error():
     topo = Topology()
     e = engine_for(topo, {"REDIS_SENTINEL_MASTER": "nosuchmaster"}, wait_redis=False)
     try:
-        wait_until(lambda: "nosuchmaster" in str(e.json("GET", "/health")[2]["redis"].get("last_error")), 10,
-                   what="the error in /health")
+        def reported():   # by every worker: 6 requests in a row
+            return all("nosuchmaster" in str(e.json("GET", "/health")[2]["redis"]["sentinel"].get("error"))
+                       for _ in range(6))
+        wait_until(reported, 15, what="the error in /health of every worker")
         st, _, doc = e.json("GET", "/health")
         r = doc["redis"]
         assert r["status"] == "down" and doc["status"] == "degraded", doc
