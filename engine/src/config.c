@@ -162,6 +162,47 @@ static int parse_redis_url(env *e, const char *url, jj_config *c) {
     return 0;
 }
 
+/* REDIS_SENTINELS=host:port,host:port,... (at most 16; the port is
+ * required: a sentinel listens on 26379 by default, not 6379). */
+static int parse_sentinels(env *e, const char *list, jj_config *c) {
+    const char *name = "REDIS_SENTINELS";
+    char out[sizeof c->redis_sentinels] = "";
+    size_t used = 0;
+    int n = 0;
+    const char *p = list;
+    for (;;) {
+        while (*p == ' ') p++;
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len > 0 && p[len - 1] == ' ') len--;
+        char item[300];
+        if (len == 0) return fail(e, name, "has an empty entry (expected host:port,host:port,...)", list);
+        if (len >= sizeof item) return fail(e, name, "has an entry that is too long", NULL);
+        memcpy(item, p, len);
+        item[len] = 0;
+        char *colon = strrchr(item, ':');
+        if (colon == NULL || colon == item)
+            return fail(e, name, "each entry must be host:port", item);
+        *colon = 0;
+        char *pend;
+        errno = 0;
+        long port = strtol(colon + 1, &pend, 10);
+        if (errno || *pend || pend == colon + 1 || port < 1 || port > 65535)
+            return fail(e, name, "has a port that is not 1..65535", colon + 1);
+        for (const char *h = item; *h; h++)
+            if ((unsigned char)*h <= ' ' || *h == '/' || *h == '@')
+                return fail(e, name, "has a bad host", item);
+        if (++n > 16) return fail(e, name, "lists more than 16 sentinels", NULL);
+        int k = snprintf(out + used, sizeof out - used, "%s%s:%ld", n > 1 ? "," : "", item, port);
+        if (k < 0 || (size_t)k >= sizeof out - used) return fail(e, name, "is too long", NULL);
+        used += (size_t)k;
+        if (!end) break;
+        p = end + 1;
+    }
+    strcpy(c->redis_sentinels, out);
+    return 0;
+}
+
 int jj_config_load_from(jj_config *c, const char *(*get)(const char *, void *), void *ud,
                         char *err, size_t errlen) {
     env e = {get, ud, err, errlen};
@@ -195,6 +236,23 @@ int jj_config_load_from(jj_config *c, const char *(*get)(const char *, void *), 
         if ((unsigned char)*p <= ' ' || *p == 0x7f)
             return fail(&e, "REDIS_KEY_PREFIX", "must not contain spaces or control characters", c->redis_prefix);
     if (get_double(&e, "REDIS_TIMEOUT_MS", 1000, 1, 600000, &c->redis_timeout_ms)) return -1;
+    const char *sentinels = var(&e, "REDIS_SENTINELS");
+    if (sentinels) {
+        if (!sentinels[0]) return fail(&e, "REDIS_SENTINELS", "is empty (expected host:port,host:port,...)", NULL);
+        if (parse_sentinels(&e, sentinels, c)) return -1;
+        if (get_str(&e, "REDIS_SENTINEL_MASTER", "", c->redis_sentinel_master,
+                    sizeof c->redis_sentinel_master)) return -1;
+        if (!c->redis_sentinel_master[0])
+            return fail(&e, "REDIS_SENTINEL_MASTER", "must name the master when REDIS_SENTINELS is set", NULL);
+        for (const char *p = c->redis_sentinel_master; *p; p++)
+            if ((unsigned char)*p <= ' ' || *p == 0x7f)
+                return fail(&e, "REDIS_SENTINEL_MASTER", "must not contain spaces or control characters",
+                            c->redis_sentinel_master);
+        if (get_str(&e, "REDIS_SENTINEL_PASSWORD", "", c->redis_sentinel_password,
+                    sizeof c->redis_sentinel_password)) return -1;
+    } else if (var(&e, "REDIS_SENTINEL_MASTER")) {
+        return fail(&e, "REDIS_SENTINEL_MASTER", "is set but REDIS_SENTINELS is not", NULL);
+    }
     if (get_double(&e, "DB_TIMEOUT_MS", 5000, 1, 600000, &c->db_timeout_ms)) return -1;
 
     if (get_str(&e, "DB_PATH", "var/jollyjet.db", c->db_path, sizeof c->db_path)) return -1;

@@ -16,6 +16,11 @@ typedef struct jj_config {
     int redis_db;
     char redis_prefix[128];
     double redis_timeout_ms;   /* REDIS_TIMEOUT_MS, default 1000 */
+    /* Sentinel mode: REDIS_SENTINELS (checked, normalised to "host:port,..."),
+     * REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD; sentinels[0] == 0: off */
+    char redis_sentinels[1024];
+    char redis_sentinel_master[256];
+    char redis_sentinel_password[256];
     double db_timeout_ms;      /* DB_TIMEOUT_MS, default 5000 */
     char db_path[1024];
     char db_url[1024];         /* DATABASE_URL: postgres://... selects PostgreSQL; empty: SQLite at db_path */

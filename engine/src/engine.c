@@ -7,6 +7,7 @@
 #include "lua_modules.h"
 #include "metrics.h"
 #include "redis.h"
+#include "redis_sentinel.h"
 #include "task.h"
 
 #include <ev.h>
@@ -23,6 +24,7 @@ struct jj_engine {
     int checking;        /* built by jollyjet check: kind is APP, no loop runs */
     jj_redis *redis;
     jj_redis_sub *sub;   /* L1 invalidations */
+    jj_sentinel *sentinel;   /* REDIS_SENTINELS: points redis and sub at the master */
     jj_db *db;
     jj_gen *gen;
     unsigned generation;
@@ -124,6 +126,17 @@ static void on_subscriber_state(int up, void *ud) {
     if (!up) JJ_WARN("L1 invalidation subscriber down: L1 caches flushed");
 }
 
+/* Sentinel moved the master: what this worker's L1 holds may be newer than
+ * the new master (writes it had not replicated) and invalidations published
+ * meanwhile went nowhere. Forget everything, as when the subscriber drops. */
+static void on_master_switch(const char *host, int port, void *ud) {
+    jj_engine *e = ud;
+    e->epoch_known = 0;
+    e->epoch_seq++;
+    jj_lru_registry_flush_all();
+    JJ_WARN("redis master is now %s:%d: L1 caches flushed", host, port);
+}
+
 void jj_engine_preload(jj_engine *e, lua_State *L, int t) {
     t = lua_absindex(L, t);
     for (size_t i = 0; i < e->nmodules; i++) {
@@ -159,6 +172,11 @@ jj_engine *jj_engine_new_with(struct ev_loop *loop, const jj_config *cfg, int wo
         .command_timeout_ms = cfg->redis_timeout_ms,
         .max_pending = 10000,
     };
+    int sentinel_mode = cfg->redis_sentinels[0] != 0 && kind != JJ_GEN_CHECK;
+    if (sentinel_mode) {   /* REDIS_URL's host and port are not used: the sentinels name the master */
+        rc.defer_connect = 1;
+        rc.require_master = 1;
+    }
     /* the client exists even for a check (modules register scripts with it
      * at load time); it never connects, since the check runs no loop */
     e->redis = jj_redis_new(loop, &rc);
@@ -170,6 +188,12 @@ jj_engine *jj_engine_new_with(struct ev_loop *loop, const jj_config *cfg, int wo
         snprintf(channel, sizeof channel, "%sinvalidate", cfg->redis_prefix);
         e->sub = jj_redis_sub_new(loop, &rc, channel, on_invalidate, on_subscriber_state, e);
         if (!e->sub) JJ_ERROR("cannot create the L1 invalidation subscriber");
+        if (sentinel_mode && e->redis) {
+            e->sentinel = jj_sentinel_new(loop, cfg->redis_sentinels, cfg->redis_sentinel_master,
+                                          cfg->redis_sentinel_password, cfg->redis_timeout_ms,
+                                          e->redis, e->sub, on_master_switch, e);
+            if (!e->sentinel) JJ_ERROR("cannot start Redis Sentinel discovery");
+        }
         char dberr[512] = "";
         e->db = jj_db_open(loop, JJ_CONFIG_DB_TARGET(cfg),
                            cfg->db_url[0] ? cfg->db_pool_size : cfg->db_threads, dberr, sizeof dberr);
@@ -215,6 +239,7 @@ void jj_engine_free(jj_engine *e) {
     jj_core_wake_sleepers(e);      /* background loops end instead of holding their VM */
     jj_gen_release(e->gen);
     if (e->db) jj_db_close(e->db);
+    if (e->sentinel) jj_sentinel_free(e->sentinel);   /* before the clients it points */
     if (e->sub) jj_redis_sub_free(e->sub);
     jj_ratelimit_close();          /* checks still queued: "redis closed", like the client's pending ones */
     if (e->redis) jj_redis_free(e->redis);

@@ -630,7 +630,8 @@ static int l_key(lua_State *L) {
     return 1;
 }
 
-/* [-0, +1, m] redis.status() -> { up, latency_ms, reconnects, script_reloads, last_error } */
+/* [-0, +1, m] redis.status() -> { up, latency_ms, reconnects, script_reloads, last_error,
+ *   address, sentinel = { master, switches, last_switch, error } (Sentinel mode) } */
 /* [-0, +2, -] redis.ready() -> up, reconnects: the two facts a hot path
  * needs, without building status()'s table. */
 static int l_ready(lua_State *L) {
@@ -658,6 +659,26 @@ static int l_status(lua_State *L) {
     if (st.last_error && st.last_error[0]) {
         lua_pushstring(L, st.last_error);
         lua_setfield(L, -2, "last_error");
+    }
+    if (st.address && st.address[0]) {
+        lua_pushstring(L, st.address);
+        lua_setfield(L, -2, "address");
+    }
+    if (st.sentinel_master) {   /* Sentinel mode */
+        lua_createtable(L, 0, 4);
+        lua_pushstring(L, st.sentinel_master);
+        lua_setfield(L, -2, "master");
+        lua_pushinteger(L, (lua_Integer)st.switches);
+        lua_setfield(L, -2, "switches");
+        if (st.last_switch > 0) {
+            lua_pushnumber(L, st.last_switch);
+            lua_setfield(L, -2, "last_switch");
+        }
+        if (st.sentinel_error && st.sentinel_error[0]) {
+            lua_pushstring(L, st.sentinel_error);
+            lua_setfield(L, -2, "error");
+        }
+        lua_setfield(L, -2, "sentinel");
     }
     return 1;
 }

@@ -129,6 +129,17 @@ struct jj_redis {
 
     script *scripts;
     size_t nscripts, cap_scripts;
+
+    int require_master;      /* ROLE in the handshake */
+    int auxiliary;           /* cfg->kind set (a sentinel connection): no metrics, quiet "up" */
+    int have_address;        /* 0 while defer_connect waits for jj_redis_set_address */
+    char address[300];       /* "host:port" */
+    jj_redis_state_cb *on_state;
+    void *state_ud;
+    /* Sentinel facts (jj_redis_set_sentinel_info) */
+    char s_master[256], s_error[256];
+    double s_last_switch;
+    uint64_t s_switches;
 };
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
@@ -148,6 +159,8 @@ static char *dup_or_null(const char *s) {
 
 /* ---- endpoint: shared with the subscriber (redis_internal.h) ----------- */
 
+static void endpoint_resolve(jj_redis_endpoint *ep);
+
 int jj_endpoint_init(jj_redis_endpoint *ep, const jj_redis_config *cfg, const char *kind,
                      const void *salt) {
     ep->kind = kind;
@@ -163,6 +176,24 @@ int jj_endpoint_init(jj_redis_endpoint *ep, const jj_redis_config *cfg, const ch
     if (ep->host == NULL || (cfg->user && cfg->user[0] && !ep->user) ||
         (cfg->password && cfg->password[0] && !ep->password))
         return -1;
+    endpoint_resolve(ep);
+    return 0;
+}
+
+int jj_endpoint_set_address(jj_redis_endpoint *ep, const char *host, int port) {
+    char *h = dup_or_null(host);
+    if (h == NULL)
+        return -1;
+    free(ep->host);
+    ep->host = h;
+    ep->port = port;
+    ep->backoff_ms = BACKOFF_MIN_MS;
+    endpoint_resolve(ep);
+    return 0;
+}
+
+static void endpoint_resolve(jj_redis_endpoint *ep) {
+    ep->addr[0] = 0;
     /* hiredis 0.14 resolves the host with a blocking getaddrinfo on every
      * connect, on the event loop: resolve a name once here, at start-up, and
      * reconnect to the address. A name that does not resolve yet (a container
@@ -188,7 +219,6 @@ int jj_endpoint_init(jj_redis_endpoint *ep, const jj_redis_config *cfg, const ch
             freeaddrinfo(res);
         }
     }
-    return 0;
 }
 
 void jj_endpoint_free(jj_redis_endpoint *ep) {
@@ -348,9 +378,19 @@ static redisAsyncContext *detach(jj_redis *r) {
     return ac;
 }
 
+static void notify_state(jj_redis *r, int up) {
+    if (r->on_state && !r->closing) {
+        r->busy++;
+        r->on_state(up, r->state_ud);
+        r->busy--;
+    }
+}
+
+/* Every failed connection or attempt ends here. */
 static void schedule_retry(jj_redis *r) {
     if (r->closing)
         return;
+    notify_state(r, 0);
     jj_timer_rearm(r->loop, &r->retry, jj_endpoint_next_delay(&r->ep));
 }
 
@@ -389,12 +429,17 @@ static void become_up(jj_redis *r) {
     r->ep.backoff_ms = BACKOFF_MIN_MS;
     if (r->ever_up) {
         r->reconnects++;
-        jj_metric_add(&r->m_reconnects, "redis_reconnects", 1);
+        if (!r->auxiliary)
+            jj_metric_add(&r->m_reconnects, "redis_reconnects", 1);
     }
     r->ever_up = 1;
     ev_timer_set(&r->tick, TICK_S, TICK_S);
     ev_timer_start(r->loop, &r->tick);
-    JJ_INFO("redis %s:%d: up", r->ep.host, r->ep.port);
+    if (!r->auxiliary)
+        JJ_INFO("redis %s:%d: up", r->ep.host, r->ep.port);
+    else
+        JJ_DEBUG("%s %s:%d: up", r->ep.kind, r->ep.host, r->ep.port);
+    notify_state(r, 1);
 }
 
 /* Arms the deadline timer to drop the connection from the loop; used where
@@ -418,6 +463,12 @@ static int send_handshake(jj_redis *r) {
         snprintf(db, sizeof db, "%d", r->db);
         const char *argv[2] = { "SELECT", db };
         if (send_internal(r, OP_HANDSHAKE, "SELECT", 2, argv, NULL) != 0)
+            return -1;
+        n++;
+    }
+    if (r->require_master) {
+        const char *role[1] = { "ROLE" };
+        if (send_internal(r, OP_HANDSHAKE, "ROLE", 1, role, NULL) != 0)
             return -1;
         n++;
     }
@@ -546,7 +597,7 @@ static void deliver(op *o, redisReply *rep) {
     const char *err = NULL;
     if (rep == NULL)
         err = r->closing ? ERR_CLOSED : ERR_LOST;
-    else   /* the round trip of a command that got its answer (an error reply included) */
+    else if (!r->auxiliary)   /* the round trip of an answered command (error replies too) */
         jj_metric_observe(&r->m_duration, "redis_command_duration", (ev_time() - o->sent) * 1000.0);
     r->pending--;
     o->cb((const jj_redis_reply *)rep, err, o->privdata);
@@ -565,6 +616,16 @@ static void handshake_reply(jj_redis *r, op *o, redisReply *rep, int current) {
         /* A script that does not compile must not keep Redis down for
          * everyone: its EVALSHA calls will report the error instead. */
         set_error(r, "SCRIPT LOAD failed: %s", rep->str);
+    }
+    if (strcmp(o->what, "ROLE") == 0) {
+        /* Sentinel: the address may be a master that was demoted meanwhile */
+        const char *role = rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+                           rep->element[0]->type == REDIS_REPLY_STRING ? rep->element[0]->str : "?";
+        if (strcmp(role, "master") != 0) {
+            set_error(r, "ROLE says %s, not master", role);
+            r->handshake_left = -1;
+            return;
+        }
     }
     if (strcmp(o->what, "PING") == 0)
         r->latency_ms = (ev_time() - o->sent) * 1000.0;
@@ -663,7 +724,7 @@ jj_redis *jj_redis_new(struct ev_loop *loop, const jj_redis_config *cfg) {
         return NULL;
     r->loop = loop;
     r->prefix = dup_or_null(cfg->prefix ? cfg->prefix : "");
-    if (jj_endpoint_init(&r->ep, cfg, "redis", r) != 0 || r->prefix == NULL) {
+    if (jj_endpoint_init(&r->ep, cfg, cfg->kind ? cfg->kind : "redis", r) != 0 || r->prefix == NULL) {
         destroy(r);
         return NULL;
     }
@@ -678,8 +739,54 @@ jj_redis *jj_redis_new(struct ev_loop *loop, const jj_redis_config *cfg) {
     ev_init(&r->stall, stall_cb);
     r->stall.repeat = r->stall_s;
     r->retry.data = r->deadline.data = r->tick.data = r->stall.data = r;
-    start_connect(r);
+    r->require_master = cfg->require_master;
+    r->auxiliary = cfg->kind != NULL;
+    r->have_address = !cfg->defer_connect;
+    if (r->have_address) {
+        snprintf(r->address, sizeof r->address, "%s:%d", r->ep.host, r->ep.port);
+        start_connect(r);
+    } else {
+        snprintf(r->ep.last_error, sizeof r->ep.last_error, "no address yet");
+    }
     return r;
+}
+
+void jj_redis_on_state(jj_redis *r, jj_redis_state_cb *cb, void *ud) {
+    r->on_state = cb;
+    r->state_ud = ud;
+}
+
+int jj_redis_set_address(jj_redis *r, const char *host, int port) {
+    if (r == NULL || r->closing || host == NULL || !host[0] || port <= 0 || port > 65535)
+        return -1;
+    if (jj_endpoint_set_address(&r->ep, host, port) != 0)
+        return -1;
+    snprintf(r->address, sizeof r->address, "%s:%d", host, port);
+    r->have_address = 1;
+    ev_timer_stop(r->loop, &r->retry);
+    redisAsyncContext *ac = detach(r);
+    if (ac) {
+        /* not in a callback of ours: the pending callbacks run now, once */
+        r->busy++;
+        redisAsyncFree(ac);
+        r->busy--;
+    }
+    if (maybe_destroy(r))
+        return 0;
+    start_connect(r);
+    return 0;
+}
+
+void jj_redis_note_error(jj_redis *r, const char *msg) {
+    snprintf(r->ep.last_error, sizeof r->ep.last_error, "%s", msg);
+}
+
+void jj_redis_set_sentinel_info(jj_redis *r, const char *master, const char *error,
+                                double last_switch, uint64_t switches) {
+    snprintf(r->s_master, sizeof r->s_master, "%s", master ? master : "");
+    snprintf(r->s_error, sizeof r->s_error, "%s", error ? error : "");
+    r->s_last_switch = last_switch;
+    r->s_switches = switches;
 }
 
 void jj_redis_free(jj_redis *r) {
@@ -897,6 +1004,11 @@ void jj_redis_get_status(const jj_redis *r, jj_redis_status *st) {
     st->reconnects = r->reconnects;
     st->script_reloads = r->script_reloads;
     st->last_error = r->ep.last_error;
+    st->address = r->have_address ? r->address : "";
+    st->sentinel_master = r->s_master[0] ? r->s_master : NULL;
+    st->sentinel_error = r->s_error;
+    st->last_switch = r->s_last_switch;
+    st->switches = r->s_switches;
 }
 
 /* ---- reply accessors: jj_redis_reply is hiredis's redisReply ----------- */

@@ -8,6 +8,10 @@
  * The client connects (AUTH, SELECT, SCRIPT LOAD of registered scripts) and
  * reconnects by itself with capped, jittered backoff. While it is not ready,
  * jj_redis_command fails at once: there is no unbounded queue.
+ *
+ * Sentinel mode (redis_sentinel.h) is built on this API alone: clients
+ * created with defer_connect, re-pointed with jj_redis_set_address, and
+ * watched with jj_redis_on_state; it includes no hiredis header.
  */
 #ifndef JJ_REDIS_H
 #define JJ_REDIS_H
@@ -41,6 +45,11 @@ typedef struct jj_redis_config {
                                   commands fail at once ("redis unavailable") until a reply
                                   comes, instead of queueing behind it; default connect_timeout_ms */
     int max_pending;           /* commands in flight before "redis overloaded"; default 10000 */
+    int defer_connect;         /* do not connect until an address is set (Sentinel mode:
+                                  jj_redis_set_address / jj_redis_sub_set_address) */
+    int require_master;        /* the handshake sends ROLE and refuses a replica */
+    const char *kind;          /* for logs, e.g. "redis sentinel"; NULL: "redis" (the
+                                  data client). Not the data client: "up" logs at debug */
 } jj_redis_config;
 
 typedef struct jj_redis_status {
@@ -49,6 +58,12 @@ typedef struct jj_redis_status {
     uint64_t reconnects;     /* successful connections after the first */
     uint64_t script_reloads; /* NOSCRIPT recoveries */
     const char *last_error;  /* "" if none; owned by the client */
+    const char *address;     /* "host:port" it connects to, "" while none is known */
+    /* Sentinel mode (redis_sentinel.h), else sentinel_master is NULL */
+    const char *sentinel_master;
+    const char *sentinel_error;   /* "" if none */
+    double last_switch;           /* unix time of the last master switch, 0 if none */
+    uint64_t switches;
 } jj_redis_status;
 
 /* Called exactly once per accepted command: reply != NULL on a reply (which
@@ -81,6 +96,26 @@ int jj_redis_evalsha(jj_redis *r, const char sha[41], int numkeys, int argc,
  * part of a pipeline. The one list every caller uses. */
 const char *jj_redis_refused(int argc, const char **argv, const size_t *argvlen, int in_pipeline);
 
+/* Called when the client becomes ready (up = 1) and whenever a connection
+ * or a connection attempt fails (up = 0; the client retries by itself).
+ * It may run inside the client's own callbacks: it must not free the
+ * client or change its address (defer that to a timer); sending a command
+ * is allowed. NULL removes it. */
+typedef void jj_redis_state_cb(int up, void *ud);
+void jj_redis_on_state(jj_redis *r, jj_redis_state_cb *cb, void *ud);
+
+/* Points the client at another server (Sentinel: the new master). The
+ * current connection, if any, is dropped: its pending callbacks run once
+ * with "redis connection lost"; the new address is tried at once. Not from
+ * inside this client's own callbacks. Returns 0, or -1 on bad input. */
+int jj_redis_set_address(jj_redis *r, const char *host, int port);
+/* Records an error for the status (e.g. discovery failing while no address
+ * is known). */
+void jj_redis_note_error(jj_redis *r, const char *msg);
+/* Sentinel facts shown by jj_redis_get_status (master NULL: not Sentinel). */
+void jj_redis_set_sentinel_info(jj_redis *r, const char *master, const char *error,
+                                double last_switch, uint64_t switches);
+
 const char *jj_redis_prefix(const jj_redis *r);
 void jj_redis_get_status(const jj_redis *r, jj_redis_status *st);
 
@@ -107,6 +142,9 @@ jj_redis_sub *jj_redis_sub_new(struct ev_loop *loop, const jj_redis_config *cfg,
                                jj_redis_sub_state_cb *on_state, void *ud);
 void jj_redis_sub_free(jj_redis_sub *s);
 int jj_redis_sub_up(const jj_redis_sub *s);
+/* As jj_redis_set_address; the subscriber reconnects and re-SUBSCRIBEs
+ * (on_state reports the down and the up). */
+int jj_redis_sub_set_address(jj_redis_sub *s, const char *host, int port);
 
 /* Reply accessors. */
 int jj_reply_type(const jj_redis_reply *r);

@@ -38,6 +38,9 @@ typedef struct jj_redis_endpoint {
 int jj_endpoint_init(jj_redis_endpoint *ep, const jj_redis_config *cfg, const char *kind,
                      const void *salt);
 void jj_endpoint_free(jj_redis_endpoint *ep);
+/* Changes host and port (resolved as at init). Returns 0, -1 on out of
+ * memory (the old address is kept). */
+int jj_endpoint_set_address(jj_redis_endpoint *ep, const char *host, int port);
 
 /* Records an error; logs it (warn) only when it differs from the last. */
 void jj_endpoint_error(jj_redis_endpoint *ep, const char *fmt, ...)

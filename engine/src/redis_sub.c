@@ -293,7 +293,8 @@ jj_redis_sub *jj_redis_sub_new(struct ev_loop *loop, const jj_redis_config *cfg,
     s->on_state = on_state;
     s->ud = ud;
     s->channel = strdup(channel);
-    if (jj_endpoint_init(&s->ep, cfg, "redis subscriber", s) != 0 || s->channel == NULL) {
+    const char *kind = cfg->kind ? cfg->kind : "redis subscriber";
+    if (jj_endpoint_init(&s->ep, cfg, kind, s) != 0 || s->channel == NULL) {
         jj_endpoint_free(&s->ep);
         free(s->channel);
         free(s);
@@ -303,8 +304,31 @@ jj_redis_sub *jj_redis_sub_new(struct ev_loop *loop, const jj_redis_config *cfg,
     ev_init(&s->deadline, deadline_cb);
     ev_init(&s->tick, tick_cb);
     s->retry.data = s->deadline.data = s->tick.data = s;
-    start_connect(s);
+    if (!cfg->defer_connect)
+        start_connect(s);
     return s;
+}
+
+int jj_redis_sub_set_address(jj_redis_sub *s, const char *host, int port) {
+    if (s == NULL || s->closing || host == NULL || !host[0] || port <= 0 || port > 65535)
+        return -1;
+    if (jj_endpoint_set_address(&s->ep, host, port) != 0)
+        return -1;
+    ev_timer_stop(s->loop, &s->retry);
+    redisAsyncContext *ac = detach(s);
+    if (ac) {
+        s->busy++;
+        redisAsyncFree(ac);
+        s->busy--;
+    }
+    if (s->up) {
+        s->up = 0;
+        notify(s, 0);
+    }
+    if (maybe_destroy(s))
+        return 0;
+    start_connect(s);
+    return 0;
 }
 
 void jj_redis_sub_free(jj_redis_sub *s) {

@@ -43,6 +43,16 @@ local function health()
       used_memory = ri.used_memory or http.null,
       maxmemory = ri.maxmemory or http.null,
       connected_clients = ri.connected_clients or http.null,
+      address = st.address or http.null,
+      sentinel = st.sentinel and {
+        master = st.sentinel.master,
+        address = st.address or http.null,
+        switches = st.sentinel.switches,
+        last_switch = st.sentinel.last_switch
+          and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(st.sentinel.last_switch)) or http.null,
+        last_switch_unix = st.sentinel.last_switch or http.null,
+        error = st.sentinel.error or http.null,
+      } or http.null,
     },
     database = { status = db_up and "up" or "down", error = dberr or http.null },
     policies = {

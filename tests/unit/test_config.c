@@ -89,6 +89,29 @@ int main(void) {
     CHECK(strncmp(err, "REDIS_URL:", 10) == 0);
     CHECK_INT(load(&c, err, "REDIS_URL", "redis://host:0", NULL, NULL), -1);
     CHECK_INT(load(&c, err, "REDIS_URL", "redis://host/99", NULL, NULL), -1);
+
+    /* Sentinel: a list normalised, a master name required, errors naming the variable */
+    CHECK_INT(load(&c, err, NULL, NULL, NULL, NULL), 0);
+    CHECK_STR(c.redis_sentinels, "");
+    CHECK_INT(load(&c, err, "REDIS_SENTINELS", " s1:26379, 10.0.0.2:26380 ,s3:1",
+                   "REDIS_SENTINEL_MASTER", "mymaster"), 0);
+    CHECK_STR(c.redis_sentinels, "s1:26379,10.0.0.2:26380,s3:1");
+    CHECK_STR(c.redis_sentinel_master, "mymaster");
+    CHECK_INT(load(&c, err, "REDIS_SENTINELS", "s1:26379", NULL, NULL), -1);
+    CHECK(strncmp(err, "REDIS_SENTINEL_MASTER:", 22) == 0);
+    CHECK_INT(load(&c, err, "REDIS_SENTINEL_MASTER", "mymaster", NULL, NULL), -1);
+    CHECK(strncmp(err, "REDIS_SENTINEL_MASTER:", 22) == 0);
+    const char *bad_lists[] = { "s1", "s1:", ":26379", "s1:26379,", "s1:26379,,s2:1", "s1:x",
+                                "s1:0", "s1:65536", "s 1:26379", "a@b:1" };
+    for (size_t i = 0; i < sizeof bad_lists / sizeof bad_lists[0]; i++) {
+        CHECK_INT(load(&c, err, "REDIS_SENTINELS", bad_lists[i], "REDIS_SENTINEL_MASTER", "m"), -1);
+        CHECK(strncmp(err, "REDIS_SENTINELS:", 16) == 0);
+    }
+    CHECK_INT(load(&c, err, "REDIS_SENTINELS", "s1:1,s2:1,s3:1,s4:1,s5:1,s6:1,s7:1,s8:1,s9:1,s10:1,"
+                   "s11:1,s12:1,s13:1,s14:1,s15:1,s16:1,s17:1", "REDIS_SENTINEL_MASTER", "m"), -1);
+    CHECK(strstr(err, "more than 16") != NULL);
+    CHECK_INT(load(&c, err, "REDIS_SENTINELS", "s1:1", "REDIS_SENTINEL_MASTER", "my master"), -1);
+    CHECK(strncmp(err, "REDIS_SENTINEL_MASTER:", 22) == 0);
     CHECK_INT(load(&c, err, "REDIS_DB", "16", NULL, NULL), -1);
     CHECK(strncmp(err, "REDIS_DB:", 9) == 0);
     CHECK_INT(load(&c, err, "LOG_LEVEL", "loud", NULL, NULL), -1);
