@@ -35,6 +35,16 @@ describe("schema", function()
     assert.matches("by.x: expected an integer", err)
   end)
 
+  it("refuses NaN for a number, with or without bounds", function()
+    local _, err = schema.validate(s, { ratio = 0 / 0 })
+    assert.matches("^ratio: expected a number, got nan", err)
+    local bounded = { fields = { x = { type = "number", default = 1, min = 0, max = 2 } } }
+    _, err = schema.validate(bounded, { x = 0 / 0 })
+    assert.matches("^x: expected a number, got nan", err)
+    _, err = schema.validate(bounded, { x = -(0 / 0) })
+    assert.matches("^x: expected a number, got nan", err)
+  end)
+
   it("accepts integral floats as integers", function()
     local v = assert(schema.validate(s, { n = 3.0 }))
     assert.equal(3, v.n)
