@@ -35,4 +35,9 @@ if [ "${JJ_SKIP_ASAN:-0}" != 1 ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -LE valgrind ${CTEST_ARGS:-} || status=1
 fi
+# libFuzzer targets, in CI or when JJ_FUZZ_SECONDS is set (60 s each by default)
+if [ "${CI:-}" = true ] || [ -n "${JJ_FUZZ_SECONDS:-}" ]; then
+  echo "== fuzz (tests/tools/fuzz.sh: ${JJ_FUZZ_SECONDS:-60} s per target)"
+  tests/tools/fuzz.sh "${JJ_FUZZ_SECONDS:-60}" || status=1
+fi
 exit $status
