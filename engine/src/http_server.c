@@ -531,7 +531,7 @@ static void process(jj_http_conn *c) {
              * moved while the body arrived: parse the head again. */
             int status;
             const char *reason;
-            jj_http_parse_request(c->in + c->in_off, avail, MAX_HEAD, &c->req, &status, &reason);
+            jj_http_parse_request(c->in + c->in_off, c->in_len - c->in_off, MAX_HEAD, &c->req, &status, &reason);
             dispatch(c);
         }
     }
