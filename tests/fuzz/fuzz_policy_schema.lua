@@ -99,7 +99,7 @@ return function(which, json, text)
     data = cjson.decode(text)
     if data == nil then return end
   else
-    local chunk = load(text, "=policy", "t", sandbox())
+    local chunk = load(text, "=input", "t", sandbox())
     if not chunk then return end
     local ok, d = pcall(chunk)
     if not ok then
