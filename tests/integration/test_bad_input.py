@@ -188,6 +188,7 @@ ODD_IDS = [
     ("overflow", "99999999999999999999999999"), ("space", "a%20b"), ("nul", "a%00b"),
     ("quote", "p-0001%27%20OR%20%271%27%3D%271"), ("like wildcard", "p-%25"),
     ("encoded slash", "p-0001%2Fwishlist"), ("bad escape", "%ZZ"),
+    ("64 chars (longest valid)", "p" * 64), ("65 chars", "p" * 65), ("15000 chars", "b" * 15000),
 ]
 
 WRONG_TYPES = {
