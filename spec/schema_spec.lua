@@ -56,6 +56,29 @@ describe("schema", function()
   end)
 end)
 
+describe("policy sandbox", function()
+  it("keeps a policy's assignments to the libraries inside the policy", function()
+    local floor, mininteger, format, rep = math.floor, math.mininteger, string.format, string.rep
+    local chunk = assert(load([[
+      math.mininteger = {}
+      math.floor = nil
+      string.format = nil
+      table.concat = nil
+      assert(getmetatable("") == nil, "the string metatable is reachable")
+      local ok = pcall(function() getmetatable("").__index.rep = nil end)
+      return { ok = ok, rep = ("x"):rep(2) }
+    ]], "=policy", "t", policy.sandbox()))
+    local got = chunk()
+    assert.is_false(got.ok)
+    assert.equal("xx", got.rep)
+    assert.equal(floor, math.floor)
+    assert.equal(mininteger, math.mininteger)
+    assert.equal(format, string.format)
+    assert.equal(rep, string.rep)
+    assert.is_function(table.concat)
+  end)
+end)
+
 describe("shipped policies", function()
   it("all pass their schemas", function()
     local loaded = policy.load_all()

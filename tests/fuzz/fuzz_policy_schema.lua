@@ -13,17 +13,8 @@ local NAMES = { "cache", "invalidation", "monitoring", "ratelimits", "response_c
 local SCHEMAS = {}
 for i, n in ipairs(NAMES) do SCHEMAS[i] = require("jollyjet.schemas." .. n) end
 
--- The sandbox of jollyjet.policy (its SAFE list).
-local SAFE = {
-  "assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber",
-  "tostring", "type", "unpack", "rawequal", "rawget", "rawlen", "setmetatable", "getmetatable",
-}
-local function sandbox()
-  local env = {}
-  for _, k in ipairs(SAFE) do env[k] = _G[k] end
-  env.math, env.string, env.table, env.utf8 = math, string, table, utf8
-  return env
-end
+-- The sandbox policies run in (a fresh one per input).
+local sandbox = require("jollyjet.policy").sandbox
 
 -- A plain copy: no metatables (a policy's own metamethods may raise, which
 -- the loader reports as that policy's error), shared tables and cycles kept.
