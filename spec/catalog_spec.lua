@@ -147,6 +147,19 @@ describe("catalog.validate", function()
     assert.truthy(catalog.validate(valid({ category = ("c"):rep(100) })))
   end)
 
+  it("refuses control characters: none in name or category, only tab and line breaks in a description", function()
+    for _, bad in ipairs({ "a\0b", "\27[31mred", "bell\7", "del\127", "tab\t", "line\n" }) do
+      local _, errs = catalog.validate(valid({ name = bad, category = bad }))
+      assert.same({ "name", "category" }, fields_of(errs))
+      assert.equal("must not contain control characters", message_for(errs, "name"))
+    end
+    assert.truthy(catalog.validate(valid({ description = "two\r\nlines\tand a tab" })))
+    for _, bad in ipairs({ "nul\0", "\27[2J", "\8back", "\127" }) do
+      local _, errs = catalog.validate(valid({ description = bad }))
+      assert.equal("must not contain control characters", message_for(errs, "description"))
+    end
+  end)
+
   it("checks price through price_to_cents", function()
     local _, errs = catalog.validate(valid({ price = 0.1 + 0.2 }))
     assert.matches("2 decimal", message_for(errs, "price"))

@@ -35,6 +35,16 @@ describe("schema", function()
     assert.matches("by.x: expected an integer", err)
   end)
 
+  it("refuses NaN for a number, with or without bounds", function()
+    local _, err = schema.validate(s, { ratio = 0 / 0 })
+    assert.matches("^ratio: expected a number, got nan", err)
+    local bounded = { fields = { x = { type = "number", default = 1, min = 0, max = 2 } } }
+    _, err = schema.validate(bounded, { x = 0 / 0 })
+    assert.matches("^x: expected a number, got nan", err)
+    _, err = schema.validate(bounded, { x = -(0 / 0) })
+    assert.matches("^x: expected a number, got nan", err)
+  end)
+
   it("accepts integral floats as integers", function()
     local v = assert(schema.validate(s, { n = 3.0 }))
     assert.equal(3, v.n)
@@ -43,6 +53,29 @@ describe("schema", function()
 
   it("raises on misuse", function()
     assert.has_error(function() schema.validate(nil, {}) end)
+  end)
+end)
+
+describe("policy sandbox", function()
+  it("keeps a policy's assignments to the libraries inside the policy", function()
+    local floor, mininteger, format, rep = math.floor, math.mininteger, string.format, string.rep
+    local chunk = assert(load([[
+      math.mininteger = {}
+      math.floor = nil
+      string.format = nil
+      table.concat = nil
+      assert(getmetatable("") == nil, "the string metatable is reachable")
+      local ok = pcall(function() getmetatable("").__index.rep = nil end)
+      return { ok = ok, rep = ("x"):rep(2) }
+    ]], "=policy", "t", policy.sandbox()))
+    local got = chunk()
+    assert.is_false(got.ok)
+    assert.equal("xx", got.rep)
+    assert.equal(floor, math.floor)
+    assert.equal(mininteger, math.mininteger)
+    assert.equal(format, string.format)
+    assert.equal(rep, string.rep)
+    assert.is_function(table.concat)
   end)
 end)
 

@@ -12,6 +12,8 @@ case "$what" in
   bench) pkgs+=(lua-busted python3 nginx-light libnginx-mod-http-lua wrk valgrind) ;;   # valgrind: callgrind.sh
   *) echo "deps.sh: unknown set '$what' (run|test|bench)" >&2; exit 2 ;;
 esac
+# libFuzzer's runtime (tests/tools/fuzz.sh): clang only recommends it
+if [ "$what" = test ]; then pkgs+=(libclang-rt-14-dev); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -17,8 +17,8 @@
  *    cache-poisoning vector. An absolute-form target without a path, or with
  *    userinfo, is rejected.
  *  - Framing is strict because this is where request smuggling happens:
- *    Content-Length must be plain digits, Content-Length + Transfer-Encoding
- *    is rejected, Transfer-Encoding in HTTP/1.0 is rejected, and the only
+ *    Content-Length must be plain digits and appear once, Content-Length +
+ *    Transfer-Encoding is rejected, Transfer-Encoding in HTTP/1.0 is rejected, and the only
  *    supported transfer coding is a single final "chunked".
  *  - A second Host header is rejected (RFC 9112 3.2).
  */
@@ -316,8 +316,9 @@ int jj_http_parse_request(const char *buf, size_t len, size_t max_head,
             if (EQ_LIT(n, nlen, "content-length")) {
                 int64_t cl;
                 if (parse_content_length(v, vlen, &cl) != 0) FAIL(400, "invalid Content-Length");
-                if (req->content_length >= 0 && req->content_length != cl)
-                    FAIL(400, "conflicting Content-Length headers");
+                /* Even equal duplicates: a proxy in front may have read
+                 * them differently (RFC 9112 6.3 allows rejecting them). */
+                if (req->content_length >= 0) FAIL(400, "multiple Content-Length headers");
                 req->content_length = cl;
             }
             break;

@@ -1,5 +1,6 @@
 /* http_server.c: connections, buffers, limits and timeouts (http_server.h). */
 #include "http_server.h"
+#include "http_chunked.h"
 #include "http_stats.h"
 #include "log.h"
 
@@ -29,7 +30,7 @@
 
 enum state {
     S_HEAD,     /* waiting for (the rest of) a request head */
-    S_BODY,     /* head parsed, waiting for Content-Length body bytes */
+    S_BODY,     /* head parsed, waiting for body bytes (Content-Length or chunked) */
     S_BUSY,     /* handler running */
     S_CLOSING,  /* flushing the last response, then close */
     S_LINGER    /* response sent, write side shut, discarding input */
@@ -47,6 +48,7 @@ struct jj_http_conn {
     size_t out_len, out_off, out_cap;
     jj_http_request req;
     size_t req_total;                /* head + body bytes of the current request */
+    jj_http_chunked chunk;           /* a chunked body's decoder (req.chunked) */
     int keep_alive;
     int head_only;                   /* HEAD request: no body in the response */
     size_t resp_mark;                /* out_len when the response started */
@@ -462,6 +464,34 @@ static void dispatch(jj_http_conn *c) {
     c->srv->handler(c->srv->ud, c, &x);
 }
 
+/* A chunked body: decodes what has arrived, in place, so the buffer holds
+ * the head, the decoded body and nothing of its framing. 1 when the body is
+ * complete (req_total then covers head + decoded body, and the next request
+ * follows), 0 when more is needed, -1 when an error response went out. */
+static int chunked_body(jj_http_conn *c) {
+    size_t at = c->in_off + c->req.head_len, len = c->in_len - at;
+    int status = 0;
+    const char *reason = NULL;
+    int rc = jj_http_chunked_decode(&c->chunk, c->in + at, &len, c->srv->cfg->max_body, MAX_HEAD,
+                                    &status, &reason);
+    c->in_len = at + len;
+    if (rc == JJ_HTTP_INCOMPLETE) return 0;
+    if (rc == JJ_HTTP_OK) {
+        c->req_total = c->req.head_len + c->chunk.out;
+        return 1;
+    }
+    c->keep_alive = 0;
+    c->state = S_BUSY;
+    if (status == 413) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "request body exceeds %zu bytes", c->srv->cfg->max_body);
+        jj_http_respond_error(c, 413, "payload_too_large", msg);
+    } else {
+        jj_http_respond_error(c, status, status == 431 ? "request_header_too_large" : "bad_request", reason);
+    }
+    return -1;
+}
+
 /* Handles every complete request in the input buffer, in order, one at a
  * time; returns when a handler is still running, more bytes are needed, or
  * the connection is closing. */
@@ -514,11 +544,18 @@ static void process(jj_http_conn *c) {
             c->keep_alive = c->req.keep_alive;
             c->head_only = c->req.method_len == 4 && memcmp(c->req.method, "HEAD", 4) == 0;
             if (c->req.chunked) {
-                c->keep_alive = 0;
-                c->state = S_BUSY;
-                jj_http_respond_error(c, 411, "length_required",
-                                      "chunked request bodies are not supported; send Content-Length");
-                break;
+                jj_http_chunked_init(&c->chunk);
+                int done = chunked_body(c);
+                if (done < 0) break;
+                if (done == 0) {
+                    if (c->req.expect_continue)
+                        out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+                    c->state = S_BODY;
+                    arm_timer(c, c->srv->cfg->header_timeout_s);
+                    break;
+                }
+                dispatch(c);
+                continue;
             }
             size_t body = c->req.content_length > 0 ? (size_t)c->req.content_length : 0;
             if (c->req.content_length > 0 && (uint64_t)c->req.content_length > c->srv->cfg->max_body) {
@@ -539,12 +576,16 @@ static void process(jj_http_conn *c) {
             }
             dispatch(c);
         } else {   /* S_BODY */
-            if (avail < c->req_total) break;
+            if (c->req.chunked) {
+                if (chunked_body(c) <= 0) break;
+            } else if (avail < c->req_total) {
+                break;
+            }
             /* The parser's pointers refer to the buffer, which may have
              * moved while the body arrived: parse the head again. */
             int status;
             const char *reason;
-            jj_http_parse_request(c->in + c->in_off, avail, MAX_HEAD, &c->req, &status, &reason);
+            jj_http_parse_request(c->in + c->in_off, c->in_len - c->in_off, MAX_HEAD, &c->req, &status, &reason);
             dispatch(c);
         }
     }

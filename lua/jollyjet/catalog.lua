@@ -143,7 +143,10 @@ function _M.price_to_cents(v)
   return tointeger(cents)
 end
 
-local function text(v, field, min, max, errs)
+-- Control characters: none in a name or category (a NUL or an ESC sequence
+-- there ends up in pages and logs); a description may have tabs and line
+-- breaks.
+local function text(v, field, min, max, errs, multiline)
   if type(v) ~= "string" then
     errs[#errs + 1] = { field = field, message = "must be a string" }
     return nil
@@ -151,6 +154,10 @@ local function text(v, field, min, max, errs)
   local n = utf8len(v)
   if not n then
     errs[#errs + 1] = { field = field, message = "must be valid UTF-8" }
+    return nil
+  end
+  if v:find(multiline and "[\0-\8\11\12\14-\31\127]" or "%c") then
+    errs[#errs + 1] = { field = field, message = "must not contain control characters" }
     return nil
   end
   if min > 0 and not v:find("%S") then
@@ -218,7 +225,7 @@ function _M.validate(input, partial)
     elseif f == "name" then
       out.name = text(v, f, 1, _M.NAME_MAX, errs)
     elseif f == "description" then
-      out.description = text(v, f, 0, _M.DESCRIPTION_MAX, errs)
+      out.description = text(v, f, 0, _M.DESCRIPTION_MAX, errs, true)
     elseif f == "category" then
       out.category = text(v, f, 1, _M.CATEGORY_MAX, errs)
     elseif f == "price" then

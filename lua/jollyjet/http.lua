@@ -14,15 +14,20 @@ local EMPTY_ENCODED = '"\\u0001jj:empty-array\\u0001"'
 _M.empty_array = cjson.empty_array or EMPTY_MARK
 local find, gsub = string.find, string.gsub
 
+-- nil when an escape is malformed or decodes to NUL: a NUL cut short where
+-- the value meets C (SQLite's LIKE stopped at it, so ?search=a%00b matched
+-- every "a"), as the router and the C decoder already refuse it.
 local function unescape(s)
   s = s:gsub("+", " ")
   if s:gsub("%%%x%x", ""):find("%", 1, true) then return nil end
-  return (s:gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
+  s = s:gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end)
+  if find(s, "\0", 1, true) then return nil end
+  return s
 end
 _M.unescape = unescape
 
 -- args, err = http.parse_query(query): last value wins; nil, err when an
--- escape is malformed.
+-- escape is malformed (or decodes to NUL).
 function _M.parse_query(q)
   local args = {}
   if q == nil or q == "" then return args end

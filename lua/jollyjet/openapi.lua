@@ -644,7 +644,8 @@ end
 local function responses(max_body)
   return {
     Error = error_response("Any other error in the one error shape: 405 (the path exists with other methods; "
-      .. "Allow lists them), 408 (slow request), 411 (chunked body), 431 (head over 16 KiB), 500 (handler error; "
+      .. "Allow lists them), 408 (slow request), 413 (body over MAX_BODY_BYTES, decoded size for a chunked body), "
+      .. "431 (head or trailer section over 16 KiB), 500 (handler error; "
       .. "requestId in the body), 501, 505."),
     BadRequest = error_response("bad_request: a malformed escape in the query string, or (admin API) a malformed "
       .. "parameter.", { success = false, error = "bad_request", message = "malformed escape in query string" }),

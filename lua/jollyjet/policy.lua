@@ -10,7 +10,7 @@
 local core = require "engine.core"
 local schema = require "jollyjet.schema"
 
-local ipairs, type, error, setmetatable = ipairs, type, error, setmetatable
+local ipairs, pairs, type, error, setmetatable, getmetatable = ipairs, pairs, type, error, setmetatable, getmetatable
 local loadfile, pcall, tostring, open = loadfile, pcall, tostring, io.open
 
 local _M = {}
@@ -23,12 +23,28 @@ local SAFE = {
   "tostring", "type", "unpack", "rawequal", "rawget", "rawlen", "setmetatable", "getmetatable",
 }
 
+local function copy(t)
+  local out = {}
+  for k, v in pairs(t) do out[k] = v end
+  return out
+end
+
+-- Copies of the libraries, and no way to the string metatable: a policy that
+-- assigned to math.floor or getmetatable("").__index.format would otherwise
+-- change them for all the generation's code (found by
+-- tests/fuzz/fuzz_policy_schema: one input set math.mininteger to a table,
+-- and the schema validator of every later policy raised).
 local function sandbox()
   local env = {}
   for _, k in ipairs(SAFE) do env[k] = _G[k] end
-  env.math, env.string, env.table, env.utf8 = math, string, table, utf8
+  env.math, env.string, env.table, env.utf8 = copy(math), copy(string), copy(table), copy(utf8)
+  env.getmetatable = function(v)
+    if type(v) == "string" then return nil end
+    return getmetatable(v)
+  end
   return env
 end
+_M.sandbox = sandbox   -- for the fuzz target and the spec
 
 -- The line where a field path like "ttl.product" (its last part) first
 -- appears, so schema errors point at the line to fix.

@@ -74,6 +74,9 @@ function check(f, v, path)
     end
   elseif t == "number" then
     if type(v) ~= "number" then return nil, path .. ": expected a number, got " .. describe(v) end
+    -- NaN fails every comparison, so min/max below would let it through
+    -- (found by tests/fuzz/fuzz_policy_schema).
+    if v ~= v then return nil, path .. ": expected a number, got nan" end
   elseif t == "string" then
     if type(v) ~= "string" then return nil, path .. ": expected a string, got " .. describe(v) end
     if f.len_max and #v > f.len_max then return nil, fmt("%s: longer than %d characters", path, f.len_max) end

@@ -113,8 +113,60 @@ def test_unsupported_transfer_encoding_is_501(e):
     expect_error(e.raw(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"), 501)
 
 
-def test_chunked_body_is_411(e):
-    expect_error(e.raw(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), 411)
+CHUNKED = b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_chunked_body_is_decoded_and_the_next_request_answered(e):
+    body = b"5\r\nhello\r\n6;ext=\"a;b\"\r\n world\r\n0\r\nX-Trailer: dropped\r\n\r\n"
+    out = e.raw(CHUNKED + body + b"GET /test/echo?n=after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    rs = parse_responses(out)
+    assert len(rs) == 2, out[:300]
+    assert rs[0][0] == 200 and json.loads(rs[0][2])["body"] == "hello world"
+    assert "x-trailer" not in {k.lower() for k in json.loads(rs[0][2])["headers"]}
+    assert rs[1][0] == 200 and json.loads(rs[1][2])["args"]["n"] == "after"
+
+
+def test_chunked_body_trickled_byte_by_byte(e):
+    payload = json.dumps({"a": "y" * 100}).encode()
+    body = b"".join(b"%x\r\n%s\r\n" % (len(payload[i:i + 7]), payload[i:i + 7]) for i in range(0, len(payload), 7))
+    body += b"0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", e.port), timeout=5) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(CHUNKED.replace(b"Host: x", b"Host: x\r\nExpect: 100-continue"))
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        for i in range(len(body)):
+            s.sendall(body[i:i + 1])
+        data = b""
+        while not parse_responses(data):
+            data += s.recv(65536)
+    (st, _, rbody), = parse_responses(data)
+    assert st == 200 and json.loads(rbody)["body"] == payload.decode()
+
+
+def test_chunked_body_over_limit_is_413_before_its_data(e):
+    # MAX_BODY_BYTES is 4096: a chunk size line alone that passes it is refused
+    with socket.create_connection(("127.0.0.1", e.port), timeout=5) as s:
+        s.sendall(CHUNKED + b"1001\r\n")
+        data = b""
+        while not parse_responses(data):
+            data += s.recv(65536)
+    doc = expect_error(data, 413)
+    assert doc["error"] == "payload_too_large"
+    # many chunks under the limit each, over it together
+    doc = expect_error(e.raw(CHUNKED + b"400\r\n" + b"x" * 1024 + b"\r\n" + (b"400\r\n" + b"x" * 1024 + b"\r\n") * 4
+                             + b"0\r\n\r\n"), 413)
+    # exactly at the limit is fine
+    st = parse_responses(e.raw(CHUNKED + (b"400\r\n" + b"x" * 1024 + b"\r\n") * 4 + b"0\r\n\r\n"))[0][0]
+    assert st == 200, st
+
+
+def test_malformed_chunked_body_is_400_and_closes(e):
+    for bad in (b"x\r\nhello\r\n0\r\n\r\n", b"5\nhello\r\n0\r\n\r\n", b"5\r\nhelloX\r\n0\r\n\r\n",
+                b"10000000000000000\r\n", b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n"):
+        out = e.raw(CHUNKED + bad + b"GET /test/echo?n=smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+        rs = parse_responses(out)
+        assert len(rs) == 1 and rs[0][1]["connection"] == "close", (bad, out[:300])
+        expect_error(out, 400)
 
 
 def test_http2_version_is_505(e):

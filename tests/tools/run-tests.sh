@@ -55,5 +55,10 @@ fi
 echo "== ctest (build, PostgreSQL $pgport: integration tests and specs with DATABASE_URL)"
 JJ_TEST_DATABASE_URL=$JJ_TEST_PG_URL ctest --test-dir build --output-on-failure -L 'integration|spec' \
   ${CTEST_ARGS:-} || status=1
-python3 tests/tools/figures.py "$JJ_FIGURES_DIR" || true
+# libFuzzer targets, in CI or when JJ_FUZZ_SECONDS is set (60 s each by default)
+if [ "${CI:-}" = true ] || [ -n "${JJ_FUZZ_SECONDS:-}" ]; then
+  echo "== fuzz (tests/tools/fuzz.sh: ${JJ_FUZZ_SECONDS:-60} s per target)"
+  tests/tools/fuzz.sh "${JJ_FUZZ_SECONDS:-60}" || status=1
+fi
+python3 tests/tools/figures.py "$JJ_FIGURES_DIR" || true   # one table of the fault figures ends the run
 exit $status

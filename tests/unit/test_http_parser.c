@@ -294,13 +294,11 @@ static void test_content_length_with_transfer_encoding_is_400(void) {
     expect_error("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n", 400);
 }
 
-static void test_conflicting_content_length_is_400(void) {
+static void test_duplicate_content_length_is_400(void) {
     expect_error("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400);
-    int st;
-    const char *why;
-    CHECK_INT(parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\ncontent-length: 05\r\n\r\n",
-                    &st, &why), JJ_HTTP_OK);
-    CHECK_INT(req.content_length, 5);
+    /* equal duplicates too: a proxy in front may have read them differently */
+    expect_error("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\ncontent-length: 05\r\n\r\n", 400);
+    expect_error("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 400);
 }
 
 static void test_content_length_values(void) {
@@ -537,7 +535,7 @@ int main(void) {
     test_malformed_requests_are_400();
     test_reason_strings();
     test_content_length_with_transfer_encoding_is_400();
-    test_conflicting_content_length_is_400();
+    test_duplicate_content_length_is_400();
     test_content_length_values();
     test_content_length_overflow_is_400();
     test_chunked_detection();
