@@ -254,3 +254,65 @@ int jj_db_migrate(const char *target, const char *dir, char *err, size_t errlen)
     free(ms);
     return rc;
 }
+
+/* ------------------------------------------------- a job's statements */
+
+static int add_size(size_t *acc, size_t n) {
+    if (n > SIZE_MAX - *acc) return -1;
+    *acc += n;
+    return 0;
+}
+
+size_t jj_db_stmts_size(const jj_db_stmt *stmts, int nstmts) {
+    if (nstmts < 1 || !stmts) return 0;
+    size_t nvals = 0, nbytes = 0, total = 0;
+    for (int k = 0; k < nstmts; k++) {
+        const jj_db_stmt *s = &stmts[k];
+        if (!s->sql || s->nparams < 0 || (s->nparams > 0 && !s->params)) return 0;
+        if (add_size(&nbytes, s->sqllen) || add_size(&nbytes, 1)) return 0;
+        nvals += (size_t)s->nparams;
+        for (int p = 0; p < s->nparams; p++) {
+            const jj_db_value *v = &s->params[p];
+            if (v->type < JJ_DB_NULL || v->type > JJ_DB_BLOB) return 0;
+            if (v->type != JJ_DB_TEXT && v->type != JJ_DB_BLOB) continue;
+            if (!v->s && v->len) return 0;
+            if (add_size(&nbytes, v->len) || add_size(&nbytes, 1)) return 0;
+        }
+    }
+    if (add_size(&total, (size_t)nstmts * sizeof(jj_db_stmt)) ||
+        nvals > SIZE_MAX / sizeof(jj_db_value) || add_size(&total, nvals * sizeof(jj_db_value)) ||
+        add_size(&total, nbytes))
+        return 0;
+    return total;
+}
+
+jj_db_stmt *jj_db_stmts_copy(void *mem, const jj_db_stmt *stmts, int nstmts) {
+    size_t nvals = 0;
+    for (int k = 0; k < nstmts; k++) nvals += (size_t)stmts[k].nparams;
+    /* stmts[nstmts] | values[nvals] | bytes: all 8-byte multiples until the
+     * bytes, so every part is aligned. */
+    jj_db_stmt *ss = mem;
+    jj_db_value *vv = (jj_db_value *)(ss + nstmts);
+    char *bp = (char *)(vv + nvals);
+    for (int k = 0; k < nstmts; k++) {
+        const jj_db_stmt *s = &stmts[k];
+        memcpy(bp, s->sql, s->sqllen);
+        bp[s->sqllen] = '\0';
+        ss[k].sql = bp;
+        ss[k].sqllen = s->sqllen;
+        ss[k].params = vv;
+        ss[k].nparams = s->nparams;
+        bp += s->sqllen + 1;
+        for (int p = 0; p < s->nparams; p++) {
+            *vv = s->params[p];
+            if (vv->type == JJ_DB_TEXT || vv->type == JJ_DB_BLOB) {
+                if (vv->len) memcpy(bp, vv->s, vv->len);
+                bp[vv->len] = '\0';
+                vv->s = bp;   /* never NULL: a NULL blob pointer would bind NULL */
+                bp += vv->len + 1;
+            }
+            vv++;
+        }
+    }
+    return ss;
+}

@@ -59,6 +59,16 @@ char *jj_db_fmt_alloc(const char *fmt, ...) __attribute__((format(printf, 1, 2))
 int jj_db_is_txn_control(const char *sql, size_t len);
 double jj_db_now_ms(void);
 
+/* A job's statements, copied into the block that holds the job: both
+ * backends queue a copy, since the caller's buffers end with its call.
+ * jj_db_stmts_size: the bytes the copy takes (the statements, then their
+ * values, then the SQL and text/blob bytes), or 0 on bad input or overflow.
+ * jj_db_stmts_copy: writes the copy into mem (that many bytes, aligned for
+ * jj_db_stmt, e.g. right after an 8-byte-multiple header) and returns its
+ * statements; every pointer in it points into mem, which owns them. */
+size_t jj_db_stmts_size(const jj_db_stmt *stmts, int nstmts);
+jj_db_stmt *jj_db_stmts_copy(void *mem, const jj_db_stmt *stmts, int nstmts);
+
 jj_db *jj_db_sqlite_open(struct ev_loop *loop, const char *path, int nthreads, char *err, size_t errlen);
 int jj_db_sqlite_migrate(const char *path, const char *dir, const jj_db_migration *ms, int n,
                          char *err, size_t errlen);

@@ -904,48 +904,13 @@ static void on_fail_soon(struct ev_loop *loop, ev_timer *w, int revents) {
 }
 
 /* Copies stmts into one job block. NULL on bad input or out of memory. */
+_Static_assert(sizeof(pjob) % _Alignof(jj_db_stmt) == 0, "the statements follow the job header");
 static pjob *job_new(int kind, const jj_db_stmt *stmts, int nstmts) {
-    size_t total = sizeof(pjob) + (size_t)nstmts * sizeof(jj_db_stmt), nvals = 0, nbytes = 0;
-    for (int k = 0; k < nstmts; k++) {
-        const jj_db_stmt *s = &stmts[k];
-        if (!s->sql || s->nparams < 0 || (s->nparams > 0 && !s->params)) return NULL;
-        nbytes += s->sqllen + 1;
-        nvals += (size_t)s->nparams;
-        for (int p = 0; p < s->nparams; p++) {
-            const jj_db_value *v = &s->params[p];
-            if (v->type < JJ_DB_NULL || v->type > JJ_DB_BLOB) return NULL;
-            if (v->type != JJ_DB_TEXT && v->type != JJ_DB_BLOB) continue;
-            if (!v->s && v->len) return NULL;
-            if (v->len > 0x7ffffff0u) return NULL;
-            nbytes += v->len + 1;
-        }
-    }
-    total += nvals * sizeof(jj_db_value) + nbytes;
-    pjob *j = calloc(1, total);
+    size_t size = jj_db_stmts_size(stmts, nstmts);
+    if (size == 0 || size > SIZE_MAX - sizeof(pjob)) return NULL;
+    pjob *j = calloc(1, sizeof(pjob) + size);
     if (!j) return NULL;
-    jj_db_stmt *ss = (jj_db_stmt *)(j + 1);
-    jj_db_value *vv = (jj_db_value *)(ss + nstmts);
-    char *bp = (char *)(vv + nvals);
-    for (int k = 0; k < nstmts; k++) {
-        const jj_db_stmt *s = &stmts[k];
-        memcpy(bp, s->sql, s->sqllen);
-        bp[s->sqllen] = '\0';
-        ss[k].sql = bp;
-        ss[k].sqllen = s->sqllen;
-        ss[k].params = vv;
-        ss[k].nparams = s->nparams;
-        bp += s->sqllen + 1;
-        for (int p = 0; p < s->nparams; p++) {
-            *vv = s->params[p];
-            if (vv->type == JJ_DB_TEXT || vv->type == JJ_DB_BLOB) {
-                if (vv->len) memcpy(bp, vv->s, vv->len);
-                bp[vv->len] = '\0';
-                vv->s = bp;
-                bp += vv->len + 1;
-            }
-            vv++;
-        }
-    }
+    jj_db_stmt *ss = jj_db_stmts_copy(j + 1, stmts, nstmts);
     j->kind = kind;
     j->nstmts = nstmts;
     j->stmts = ss;

@@ -660,55 +660,14 @@ static void sq_close(jj_db *base) {
 
 /* Copies stmts into one job block (see `job`). NULL on bad input or when
  * out of memory. */
+_Static_assert(sizeof(job) % _Alignof(jj_db_stmt) == 0, "the statements follow the job header");
 static job *job_new(int kind, const jj_db_stmt *stmts, int nstmts) {
-    if (nstmts < 1 || !stmts) return NULL;
-    size_t total = sizeof(job), nvals = 0, nbytes = 0;
-    for (int k = 0; k < nstmts; k++) {
-        const jj_db_stmt *s = &stmts[k];
-        if (!s->sql || s->nparams < 0 || (s->nparams > 0 && !s->params)) return NULL;
-        if (add_size(&nbytes, s->sqllen) || add_size(&nbytes, 1)) return NULL;
-        nvals += (size_t)s->nparams;
-        for (int p = 0; p < s->nparams; p++) {
-            const jj_db_value *v = &s->params[p];
-            if (v->type < JJ_DB_NULL || v->type > JJ_DB_BLOB) return NULL;
-            if (v->type != JJ_DB_TEXT && v->type != JJ_DB_BLOB) continue;
-            if (!v->s && v->len) return NULL;
-            if (add_size(&nbytes, v->len) || add_size(&nbytes, 1)) return NULL;
-        }
-    }
-    if (add_size(&total, (size_t)nstmts * sizeof(jj_db_stmt)) ||
-        nvals > SIZE_MAX / sizeof(jj_db_value) || add_size(&total, nvals * sizeof(jj_db_value)) ||
-        add_size(&total, nbytes))
-        return NULL;
-    job *j = malloc(total);
+    size_t size = jj_db_stmts_size(stmts, nstmts);
+    if (size == 0 || size > SIZE_MAX - sizeof(job)) return NULL;
+    job *j = malloc(sizeof(job) + size);
     result_impl *r = calloc(1, sizeof *r);
     if (!j || !r) { free(j); free(r); return NULL; }
-
-    /* job | stmts[nstmts] | values[nvals] | bytes: all 8-byte multiples
-     * until the bytes, so every part is aligned. */
-    jj_db_stmt *ss = (jj_db_stmt *)(j + 1);
-    jj_db_value *vv = (jj_db_value *)(ss + nstmts);
-    char *bp = (char *)(vv + nvals);
-    for (int k = 0; k < nstmts; k++) {
-        const jj_db_stmt *s = &stmts[k];
-        memcpy(bp, s->sql, s->sqllen);
-        bp[s->sqllen] = '\0';
-        ss[k].sql = bp;
-        ss[k].sqllen = s->sqllen;
-        ss[k].params = vv;
-        ss[k].nparams = s->nparams;
-        bp += s->sqllen + 1;
-        for (int p = 0; p < s->nparams; p++) {
-            *vv = s->params[p];
-            if (vv->type == JJ_DB_TEXT || vv->type == JJ_DB_BLOB) {
-                if (vv->len) memcpy(bp, vv->s, vv->len);
-                bp[vv->len] = '\0';
-                vv->s = bp;   /* never NULL: a NULL blob pointer would bind NULL */
-                bp += vv->len + 1;
-            }
-            vv++;
-        }
-    }
+    jj_db_stmt *ss = jj_db_stmts_copy(j + 1, stmts, nstmts);
     j->next = NULL;
     j->kind = kind;
     j->nstmts = nstmts;

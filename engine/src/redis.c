@@ -394,17 +394,25 @@ static void schedule_retry(jj_redis *r) {
     jj_timer_rearm(r->loop, &r->retry, jj_endpoint_next_delay(&r->ep));
 }
 
-/* Drops the current connection ourselves (handshake failure, timeout,
- * stall) and schedules a reconnect. Pending callbacks run with NULL, either
- * now (called from a timer) or right after the current reply callback.
- * Returns 1 when r was freed meanwhile (a user callback freed it). */
-static int drop(jj_redis *r) {
+/* Detaches and frees the current hiredis context, if any. Outside a
+ * callback of ours hiredis runs every pending callback now, once, with NULL;
+ * inside one it does so after that callback returns. busy keeps r alive
+ * meanwhile: the caller checks maybe_destroy(r) after. */
+static void free_context(jj_redis *r) {
     redisAsyncContext *ac = detach(r);
     if (ac) {
         r->busy++;
         redisAsyncFree(ac);
         r->busy--;
     }
+}
+
+/* Drops the current connection ourselves (handshake failure, timeout,
+ * stall) and schedules a reconnect. Pending callbacks run with NULL, either
+ * now (called from a timer) or right after the current reply callback.
+ * Returns 1 when r was freed meanwhile (a user callback freed it). */
+static int drop(jj_redis *r) {
+    free_context(r);
     if (maybe_destroy(r))
         return 1;
     schedule_retry(r);
@@ -764,13 +772,7 @@ int jj_redis_set_address(jj_redis *r, const char *host, int port) {
     snprintf(r->address, sizeof r->address, "%s:%d", host, port);
     r->have_address = 1;
     ev_timer_stop(r->loop, &r->retry);
-    redisAsyncContext *ac = detach(r);
-    if (ac) {
-        /* not in a callback of ours: the pending callbacks run now, once */
-        r->busy++;
-        redisAsyncFree(ac);
-        r->busy--;
-    }
+    free_context(r);   /* not in a callback of ours: the pending callbacks run now, once */
     if (maybe_destroy(r))
         return 0;
     start_connect(r);
@@ -794,15 +796,8 @@ void jj_redis_free(jj_redis *r) {
         return;
     r->closing = 1;
     ev_timer_stop(r->loop, &r->retry);
-    redisAsyncContext *ac = detach(r);
-    if (ac) {
-        /* Outside a callback this runs every pending callback now, with
-         * "redis closed"; inside one, hiredis does it after it returns and
-         * the last op frees r. */
-        r->busy++;
-        redisAsyncFree(ac);
-        r->busy--;
-    }
+    /* pending callbacks get "redis closed"; inside a callback, the last op frees r */
+    free_context(r);
     maybe_destroy(r);
 }
 
