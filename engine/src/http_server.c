@@ -464,6 +464,15 @@ static void dispatch(jj_http_conn *c) {
     c->srv->handler(c->srv->ud, c, &x);
 }
 
+/* The head is in and its body is not, yet: answer an Expect: 100-continue,
+ * then wait for the body within the head timeout. */
+static void await_body(jj_http_conn *c) {
+    if (c->req.expect_continue)
+        out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    c->state = S_BODY;
+    arm_timer(c, c->srv->cfg->header_timeout_s);
+}
+
 /* A chunked body: decodes what has arrived, in place, so the buffer holds
  * the head, the decoded body and nothing of its framing. 1 when the body is
  * complete (req_total then covers head + decoded body, and the next request
@@ -548,10 +557,7 @@ static void process(jj_http_conn *c) {
                 int done = chunked_body(c);
                 if (done < 0) break;
                 if (done == 0) {
-                    if (c->req.expect_continue)
-                        out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-                    c->state = S_BODY;
-                    arm_timer(c, c->srv->cfg->header_timeout_s);
+                    await_body(c);
                     break;
                 }
                 dispatch(c);
@@ -568,10 +574,7 @@ static void process(jj_http_conn *c) {
             }
             c->req_total = c->req.head_len + body;
             if (avail < c->req_total) {
-                if (c->req.expect_continue)
-                    out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-                c->state = S_BODY;
-                arm_timer(c, c->srv->cfg->header_timeout_s);
+                await_body(c);
                 break;
             }
             dispatch(c);

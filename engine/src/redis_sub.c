@@ -109,15 +109,23 @@ static void after_loss(jj_redis_sub *s) {
         jj_timer_rearm(s->loop, &s->retry, jj_endpoint_next_delay(&s->ep));
 }
 
-/* Drops the current connection ourselves. Inside a hiredis callback the
- * context is freed after the callback returns, otherwise now. */
-static void drop(jj_redis_sub *s) {
+/* Detaches and frees the current hiredis context, if any. Outside a
+ * callback of ours the remaining callbacks run now (with NULL); inside one,
+ * after it returns. busy keeps s alive meanwhile: the caller checks
+ * maybe_destroy(s) after. */
+static void free_context(jj_redis_sub *s) {
     redisAsyncContext *ac = detach(s);
     if (ac) {
         s->busy++;
         redisAsyncFree(ac);
         s->busy--;
     }
+}
+
+/* Drops the current connection ourselves. Inside a hiredis callback the
+ * context is freed after the callback returns, otherwise now. */
+static void drop(jj_redis_sub *s) {
+    free_context(s);
     after_loss(s);
 }
 
@@ -315,12 +323,7 @@ int jj_redis_sub_set_address(jj_redis_sub *s, const char *host, int port) {
     if (jj_endpoint_set_address(&s->ep, host, port) != 0)
         return -1;
     ev_timer_stop(s->loop, &s->retry);
-    redisAsyncContext *ac = detach(s);
-    if (ac) {
-        s->busy++;
-        redisAsyncFree(ac);
-        s->busy--;
-    }
+    free_context(s);
     if (s->up) {
         s->up = 0;
         notify(s, 0);
@@ -337,14 +340,7 @@ void jj_redis_sub_free(jj_redis_sub *s) {
     s->closing = 1;
     s->up = 0;
     ev_timer_stop(s->loop, &s->retry);
-    redisAsyncContext *ac = detach(s);
-    if (ac) {
-        /* Outside a callback the remaining callbacks run now (with NULL);
-         * inside one, after it returns, and the last one frees s. */
-        s->busy++;
-        redisAsyncFree(ac);
-        s->busy--;
-    }
+    free_context(s);
     maybe_destroy(s);
 }
 
