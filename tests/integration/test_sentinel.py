@@ -259,9 +259,13 @@ def failover_under_load(scenario, do_switch, prepare=None):
         old = topo.master_port()
         new = topo.other(old)
         counter_key = f"{e.env['REDIS_KEY_PREFIX']}test:counter"
-        load = Load(e.port, product_reads, conns=4, duration=8).start()
+        # the load runs for 8 s, and on to 3 s past the switch when the
+        # sentinels take longer (an election they split is retried after
+        # twice failover-timeout): at most 40 s
+        t_start = time.monotonic()
+        load = Load(e.port, product_reads, conns=4, duration=40).start()
         # writes: /test/redis INCRs a key, one request every ~10 ms
-        writes = Load(e.port, lambda i: ("GET", "/test/redis", None), conns=1, duration=8, pause=0.01,
+        writes = Load(e.port, lambda i: ("GET", "/test/redis", None), conns=1, duration=40, pause=0.01,
                       keep_body=True).start()
         time.sleep(1.5)
         if prepare:
@@ -269,8 +273,11 @@ def failover_under_load(scenario, do_switch, prepare=None):
         watch = SwitchWatch(topo.sentinel_ports[1])
         t_fault = time.monotonic()
         do_switch(topo, old)
-        wait_until(lambda: watch.at is not None, 15, 0.01, "+switch-master")
+        wait_until(lambda: watch.at is not None, 30, 0.01, "+switch-master")
         t_switch = watch.at
+        time.sleep(max(0.0, max(t_switch + 3.0, t_start + 8.0) - time.monotonic()))
+        load.stop()
+        writes.stop()
         recs = load.join(30)
         wrecs = writes.join(30)
         bad = [x for x in recs if x.status != 200]
