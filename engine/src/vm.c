@@ -74,7 +74,12 @@ static jj_gen **gen_slot(lua_State *L) { return (jj_gen **)lua_getextraspace(L);
  * copies the main thread's extra space into each new thread). */
 static jj_gen *gen_of(lua_State *L) { return *gen_slot(L); }
 
-jj_engine *jj_engine_of(lua_State *L) { return gen_of(L)->engine; }
+/* NULL for a state that is not an engine VM (its extra space zeroed, as a
+ * fuzz driver's bare state): callers that can run there check. */
+jj_engine *jj_engine_of(lua_State *L) {
+    jj_gen *g = gen_of(L);
+    return g ? g->engine : NULL;
+}
 jj_gen *jj_gen_of_state(lua_State *L) { return gen_of(L); }
 
 static void *gen_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {

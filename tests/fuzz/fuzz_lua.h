@@ -91,6 +91,8 @@ static int fuzz_traceback(lua_State *L) {
 static lua_State *fuzz_lua_open(const char *driver, int *ref) {
     lua_State *L = lua_newstate(fuzz_alloc, NULL);
     if (!L) abort();
+    /* no engine generation: the engine's modules see jj_engine_of() == NULL */
+    memset(lua_getextraspace(L), 0, LUA_EXTRASPACE);
     luaL_openlibs(L);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     lua_getfield(L, -1, "package");
