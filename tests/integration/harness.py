@@ -381,6 +381,23 @@ class Engine:
                 shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def first_responses(socks):
+    """Reads each socket (requests already sent, Connection: close) until the
+    server closes it, closes it, and returns the first response of each, in
+    order, as parse_responses gives them."""
+    out = []
+    for s in socks:
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        out.append(parse_responses(data)[0])
+    return out
+
+
 def parse_responses(data):
     """Split a byte stream into (status, headers, body) triples (Content-Length framing)."""
     out = []

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from harness import Engine, Monitor, Redis, Runner, parse_responses, wait_until
+from harness import Engine, Monitor, Redis, Runner, first_responses, wait_until
 
 
 def metrics(e):
@@ -24,17 +24,7 @@ def concurrent_gets(e, path, n):
     req = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
     for s in socks:
         s.sendall(req)
-    out = []
-    for s in socks:
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        s.close()
-        out.append(parse_responses(data)[0])
-    return out
+    return first_responses(socks)
 
 
 def test_stampede_on_a_cold_product_runs_the_loader_once(e, r):

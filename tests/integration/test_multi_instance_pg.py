@@ -16,7 +16,7 @@ import resource
 import socket
 import threading
 
-from harness import Engine, Redis, Runner, db_sql, parse_responses, wait_until
+from harness import Engine, Redis, Runner, db_sql, first_responses, wait_until
 
 BACKEND = "PostgreSQL" if os.environ.get("JJ_TEST_DATABASE_URL") else "SQLite (one shared file)"
 QUIET = "return { verifier = { enabled = false }, alerts = { enabled = false } }\n"
@@ -41,17 +41,7 @@ def burst(targets, method, paths, body=b""):
         head = (f"{method} {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
         s.sendall(head.encode() + body)
-    out = []
-    for s in socks:
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        s.close()
-        out.append(parse_responses(data)[0])
-    return out
+    return first_responses(socks)
 
 
 def start_pair(r):
